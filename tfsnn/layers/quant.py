@@ -1,0 +1,138 @@
+"""Quantized layers of the ALL_INT_SNN ANN (spec all_int_snn.md §1, §6.1).
+
+* ``QuantConv2D`` / ``QuantDense``: bias-free conv / dense whose kernel passes through a weight
+  quantizer (``"ternary"`` or None) on every forward pass; the latent float kernel is trained.
+* ``QuantActivation``: the ``BatchNorm -> ReLU -> quantizer`` block (quantizer None: BN -> ReLU).
+
+Shapes are Keras' NHWC: conv inputs ``[batch, H, W, C]``, dense inputs ``[batch, features]``.
+"""
+import keras
+import tensorflow as tf
+
+from tfsnn import quantizers as q
+
+# Initializers of the original TensorLayer code (spec §1.2-1.3).
+CONV_INIT = {"class_name": "TruncatedNormal", "config": {"stddev": 0.02}}
+DENSE_INIT = {"class_name": "TruncatedNormal", "config": {"stddev": 0.1}}
+
+
+class _QuantKernel(keras.layers.Layer):
+    """Shared kernel handling: the latent kernel and its quantized view."""
+
+    def __init__(self, kernel_quantizer=None, kernel_initializer=None, **kwargs):
+        super().__init__(**kwargs)
+        self.kernel_quantizer = q.get(kernel_quantizer)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def quantized_kernel(self):
+        """The kernel the forward pass uses (ternary values if a quantizer is set)."""
+        k = self.kernel
+        return k if self.kernel_quantizer is None else self.kernel_quantizer(k)
+
+    def get_config(self):
+        return {**super().get_config(),
+                "kernel_quantizer": q.serialize(self.kernel_quantizer),
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
+
+
+@keras.saving.register_keras_serializable(package="tfsnn")
+class QuantConv2D(_QuantKernel):
+    """Bias-free 2-D convolution with a quantized kernel ``[kh, kw, C_in, filters]``."""
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid",
+                 kernel_quantizer=None, kernel_initializer=CONV_INIT, **kwargs):
+        super().__init__(kernel_quantizer, kernel_initializer, **kwargs)
+        self.filters = int(filters)
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.strides = _pair(strides, "strides")
+        if str(padding).lower() not in ("valid", "same"):
+            raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
+        self.padding = str(padding).lower()
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(
+            name="kernel", shape=(*self.kernel_size, int(input_shape[-1]), self.filters),
+            initializer=self.kernel_initializer)
+
+    def call(self, x):
+        return tf.nn.conv2d(x, tf.cast(self.quantized_kernel(), x.dtype), strides=self.strides,
+                            padding=self.padding.upper())
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, _ = input_shape
+        return (b, *(_conv_len(n, k, s, self.padding) for n, k, s in
+                     zip((h, w), self.kernel_size, self.strides)), self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters,
+                "kernel_size": self.kernel_size, "strides": self.strides,
+                "padding": self.padding}
+
+
+@keras.saving.register_keras_serializable(package="tfsnn")
+class QuantDense(_QuantKernel):
+    """Bias-free dense layer with a quantized kernel ``[features, units]``."""
+
+    def __init__(self, units, kernel_quantizer=None, kernel_initializer=DENSE_INIT, **kwargs):
+        super().__init__(kernel_quantizer, kernel_initializer, **kwargs)
+        self.units = int(units)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(name="kernel", shape=(int(input_shape[-1]), self.units),
+                                      initializer=self.kernel_initializer)
+
+    def call(self, x):
+        return tf.matmul(x, tf.cast(self.quantized_kernel(), x.dtype))
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+@keras.saving.register_keras_serializable(package="tfsnn")
+class QuantActivation(keras.layers.Layer):
+    """``BatchNorm -> ReLU -> quantizer`` over the last (channel) axis.
+
+    BN follows the original: momentum 0.9, epsilon 1e-5, gamma ~ N(1, 0.002), beta = 0.
+    ``quantizer``: ``"k_level:K"``, ``"first_layer"``, a ``tfsnn.quantizers.Quantizer`` or None
+    (full precision: plain ReLU). The BN sublayer is ``self.bn``.
+    """
+
+    def __init__(self, quantizer=None, momentum=0.9, epsilon=1e-5, gamma_stddev=0.002, **kwargs):
+        super().__init__(**kwargs)
+        self.quantizer = q.get(quantizer)
+        self.momentum, self.epsilon, self.gamma_stddev = momentum, epsilon, gamma_stddev
+        self.bn = keras.layers.BatchNormalization(
+            momentum=momentum, epsilon=epsilon,
+            gamma_initializer=keras.initializers.RandomNormal(1.0, gamma_stddev),
+            name="bn")
+
+    def build(self, input_shape):
+        self.bn.build(input_shape)
+
+    def call(self, x, training=None):
+        u = self.bn(x, training=training)
+        return tf.nn.relu(u) if self.quantizer is None else self.quantizer(u)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "quantizer": q.serialize(self.quantizer),
+                "momentum": self.momentum, "epsilon": self.epsilon,
+                "gamma_stddev": self.gamma_stddev}
+
+
+def _pair(v, name):
+    t = (int(v), int(v)) if isinstance(v, int) else tuple(int(i) for i in v)
+    if len(t) != 2 or min(t) < 1:
+        raise ValueError(f"{name} must be a positive int or a pair of them, got {v!r}")
+    return t
+
+
+def _conv_len(n, k, s, padding):
+    if n is None:
+        return None
+    return -(-n // s) if padding == "same" else (n - k) // s + 1
