@@ -1,0 +1,73 @@
+#!/usr/bin/env python
+"""Train (or evaluate) the ternary-weight, k-level-activation ANN of the ALL_INT_SNN method.
+
+  python scripts/train_quant.py --k 0 --mode training           # Fashion-MNIST LeNet, 5 epochs
+  python scripts/train_quant.py --k 0 --mode inference          # test accuracy of that run
+  python scripts/train_quant.py --k 1 --dataset cifar10 --epochs 200 --mode training
+
+Outputs go to --run_dir (default logs/quant_<dataset>_k<k>[_ternary]): flags.json,
+checkpoint/ (every epoch), model.keras, history.csv, tb/ (TensorBoard), results.json.
+"""
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("k", 0, "Fractional bits of the hidden activations (step 2^-k), >= 0. "
+                     "Use the same k for spiking inference.")
+flags.DEFINE_enum("mode", "training", ["training", "inference"],
+                  "training: train and save the model; inference: test accuracy of --run_dir's model.")
+flags.DEFINE_bool("use_ternary", True, "Ternary {-1,0,1} kernels for every conv but the first.")
+flags.DEFINE_string("dataset", "fashion_mnist", "mnist | fashion_mnist | cifar10; the model "
+                    "follows it (LeNet for the MNISTs, the ALL_INT VGG for CIFAR-10).")
+flags.DEFINE_bool("full_precision", False, "Train the full-precision twin (no quantizers) instead.")
+flags.DEFINE_integer("epochs", 5, "Total training epochs (including those done before --resume).")
+flags.DEFINE_integer("batch_size", 200, "Batch size.")
+flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (initial value of the schedule).")
+flags.DEFINE_enum("lr_schedule", "cosine", ["constant", "cosine"],
+                  "Learning-rate schedule: constant, or cosine decay to 0 over --epochs.")
+flags.DEFINE_bool("resume", False, "Continue from the run dir's last checkpoint (next epoch, "
+                  "optimizer state kept).")
+flags.DEFINE_bool("overwrite", False, "Start anew in a run dir that already holds a run.")
+flags.DEFINE_string("run_dir", None, "Run directory (default logs/quant_<dataset>_k<k>[_ternary], "
+                    "or logs/fp_<dataset> with --full_precision).")
+flags.DEFINE_integer("max_train_examples", 0, "Train on the first N training images (0 = all).")
+flags.DEFINE_integer("max_test_examples", 0, "Test on the first N test images (0 = all).")
+flags.DEFINE_integer("validation_examples", 5000, "Images held out from the end of the training "
+                     "split for per-epoch validation (0 = none; at most a fifth of the split).")
+flags.DEFINE_integer("seed", 0, "Seed of initialization and shuffling.")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
+                  "tf.distribute strategy (multi_worker reads TF_CONFIG).")
+flags.DEFINE_bool("tensorboard", True, "Write TensorBoard events under <run_dir>/tb.")
+
+# Flags whose value is validated by tfsnn (absl only checks types and enums).
+CONFIG_FLAGS = ("k", "mode", "use_ternary", "dataset", "full_precision", "epochs", "batch_size",
+                "learning_rate", "lr_schedule", "resume", "overwrite", "run_dir",
+                "max_train_examples", "max_test_examples", "validation_examples", "seed",
+                "strategy", "tensorboard")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from tfsnn import runs
+    from tfsnn.training import quant
+    config = {name: FLAGS[name].value for name in CONFIG_FLAGS
+              if FLAGS[name].present or FLAGS.mode == "training"}
+    try:
+        if FLAGS.mode == "training":
+            c = quant.resolve(config)
+            results = quant.train(c)
+        else:
+            c = quant.resolve(config)
+            results = quant.infer(config)
+            print(f"test_accuracy={results['test_accuracy']:.4f} "
+                  f"({results['test_examples']} images) run_dir={c['run_dir']}")
+            return
+    except runs.ConfigError as e:
+        raise app.UsageError(str(e))
+    print(quant.summary_line(c, results))
+
+
+if __name__ == "__main__":
+    app.run(main)

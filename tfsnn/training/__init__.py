@@ -1,0 +1,1 @@
+"""Training procedures (what is a procedure rather than a layer)."""

@@ -1,0 +1,175 @@
+"""Quantization-aware training of the ALL_INT_SNN ANN (the main job's first step).
+
+``train(config)`` and ``infer(config)`` carry out ``scripts/train_quant.py``; ``config`` is a
+dict with the keys of ``DEFAULTS`` (the script's flags). See the README for the flags.
+"""
+import json
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfsnn import data, models, runs
+
+DEFAULTS = dict(
+    k=0, mode="training", use_ternary=True, dataset="fashion_mnist", full_precision=False,
+    epochs=5, batch_size=200, learning_rate=1e-3, lr_schedule="cosine", resume=False,
+    overwrite=False, run_dir=None, max_train_examples=0, max_test_examples=0,
+    validation_examples=5000, seed=0, strategy="default", tensorboard=True, verbose=1)
+# Keys that define what a run directory holds; a restart must not change them.
+IDENTITY_KEYS = ("k", "use_ternary", "dataset", "model", "full_precision")
+MODES = ("training", "inference")
+SCHEDULES = ("constant", "cosine")
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+def default_run_dir(config):
+    """``logs/quant_<dataset>_k<k>[_ternary]``, or ``logs/fp_<dataset>`` for full precision."""
+    if config["full_precision"]:
+        return f"logs/fp_{config['dataset']}"
+    return f"logs/quant_{config['dataset']}_k{config['k']}" + ("_ternary" if config["use_ternary"] else "")
+
+
+def resolve(config):
+    """Fill defaults and derived keys (``model``, ``run_dir``) and validate every value.
+
+    Raises ``runs.ConfigError`` naming the offending flag before any work is done.
+    """
+    unknown = set(config) - set(DEFAULTS) - {"model"}
+    if unknown:
+        raise runs.ConfigError(f"unknown option(s): {sorted(unknown)}")
+    c = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+
+    def need(ok, flag, msg):
+        if not ok:
+            raise runs.ConfigError(f"--{flag}={c[flag]!r}: {msg}")
+
+    need(isinstance(c["k"], (int, np.integer)) and c["k"] >= 0, "k", "must be an integer >= 0")
+    need(c["mode"] in MODES, "mode", f"must be one of {', '.join(MODES)}")
+    need(c["dataset"] in data.DATASETS, "dataset", f"must be one of {', '.join(data.DATASETS)}")
+    for flag in ("epochs", "batch_size"):
+        need(c[flag] >= 1, flag, "must be >= 1")
+    need(c["learning_rate"] > 0, "learning_rate", "must be > 0")
+    need(c["lr_schedule"] in SCHEDULES, "lr_schedule", f"must be one of {', '.join(SCHEDULES)}")
+    for flag in ("max_train_examples", "max_test_examples", "validation_examples"):
+        need(c[flag] >= 0, flag, "must be >= 0 (0 = all / none)")
+    need(c["strategy"] in STRATEGIES, "strategy", f"must be one of {', '.join(STRATEGIES)}")
+    need(not (c["resume"] and c["overwrite"]), "overwrite", "cannot be combined with --resume")
+    need(not (c["mode"] == "inference" and c["resume"]), "resume", "only applies to --mode training")
+    c["model"] = config.get("model") or models.DATASET_MODELS[c["dataset"]]
+    need(c["model"] in models.ALL_INT_ARCHS, "model", f"must be one of {sorted(models.ALL_INT_ARCHS)}")
+    c["run_dir"] = c["run_dir"] or default_run_dir(c)
+    return c
+
+
+def split_data(c):
+    """``(train, val, test)`` arrays per the config's subset flags (val = end of the train split)."""
+    (x, y), test = data.load(c["dataset"])
+    nval = min(c["validation_examples"], len(x) // 5)
+    train, val = (x[:len(x) - nval], y[:len(x) - nval]), (x[len(x) - nval:], y[len(x) - nval:])
+    if c["max_train_examples"]:
+        train = tuple(a[:c["max_train_examples"]] for a in train)
+    if c["max_test_examples"]:
+        test = tuple(a[:c["max_test_examples"]] for a in test)
+    return train, (val if nval else None), test
+
+
+def epoch_maker(name, x, y, batch_size, seed):
+    """``epoch -> dataset`` with a permutation that depends only on (seed, epoch)."""
+    x, y = tf.constant(x), tf.constant(y)
+    n = int(x.shape[0])
+
+    def make(epoch):
+        perm = tf.random.experimental.stateless_shuffle(
+            tf.range(n), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+        return tf.data.Dataset.from_tensor_slices(perm).batch(batch_size).map(
+            lambda i: (data.preprocess(name, tf.gather(x, i), True), tf.gather(y, i)))
+    return make
+
+
+def build_model(c, steps_per_epoch):
+    """The compiled (quantized or full-precision) model of a config."""
+    model = models.all_int_model(c["model"], k=c["k"], quantized=not c["full_precision"],
+                                 ternary=c["use_ternary"])
+    lr = c["learning_rate"]
+    if c["lr_schedule"] == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=c["epochs"] * steps_per_epoch)
+    model.compile(optimizer=keras.optimizers.Adam(lr),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    return model
+
+
+def evaluate(model, name, x, y, batch_size):
+    """``(loss, accuracy)`` of a model on uint8 images."""
+    ds = data.pipeline(name, x, y, batch_size, training=False)
+    loss, acc = model.evaluate(ds, verbose=0)
+    return float(loss), float(acc)
+
+
+def train(config, arrays=None):
+    """Train per ``config``; returns the results dict also written to ``results.json``.
+
+    ``arrays`` optionally replaces the dataset loader: ``(train, val_or_None, test)`` tuples of
+    ``(uint8 images, labels)`` (used for custom splits, e.g. the MNIST test split only).
+    """
+    c = resolve(config)
+    strategy = runs.get_strategy(c["strategy"])
+    run = runs.RunDir(c["run_dir"])
+    run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"])
+    keras.utils.set_random_seed(c["seed"])
+    (xtr, ytr), val, (xte, yte) = arrays or split_data(c)
+    steps = runs.steps_for(len(xtr), c["batch_size"])
+    val_ds = None if val is None else data.pipeline(c["dataset"], *val, c["batch_size"], False)
+    timer = runs.EpochTimer()
+    start = time.perf_counter()
+    model = runs.fit(run, lambda: build_model(c, steps),
+                     epoch_maker(c["dataset"], xtr, ytr, c["batch_size"], c["seed"]),
+                     steps, c["epochs"], c["resume"], val_ds=val_ds, strategy=strategy,
+                     callbacks=[timer], tensorboard=c["tensorboard"], verbose=c["verbose"])
+    runs.atomic_save_model(model, run.model)
+    loss, acc = evaluate(model, c["dataset"], xte, yte, c["batch_size"])
+    results = dict(test_accuracy=acc, test_loss=loss, test_examples=int(len(xte)),
+                   train_examples=int(len(xtr)), epochs=c["epochs"],
+                   seconds_per_epoch=(float(np.mean(timer.seconds)) if timer.seconds else None),
+                   seconds_total=time.perf_counter() - start, model=c["model"],
+                   quantized=not c["full_precision"], k=c["k"], use_ternary=c["use_ternary"])
+    runs.atomic_write_json(run.results, results)
+    return results
+
+
+def infer(config):
+    """Evaluate the run directory's ``model.keras`` on the test split; returns the results.
+
+    Keys of ``IDENTITY_KEYS`` missing from ``config`` are taken from the run's ``flags.json``;
+    given ones must match it.
+    """
+    c = resolve({**config, "mode": "inference"})
+    run = runs.RunDir(c["run_dir"])
+    if not run.model.is_file():
+        raise runs.ConfigError(f"--run_dir {run.path}: no trained model ({run.model.name}); "
+                               "train first with --mode training")
+    saved = run.saved_flags() or {}
+    diff = [k for k in IDENTITY_KEYS if k in config and k in saved and saved[k] != config[k]]
+    if diff:
+        raise runs.ConfigError("the model in --run_dir was trained with " + ", ".join(
+            f"--{k}={saved[k]!r} (not {config[k]!r})" for k in diff))
+    c.update({k: saved[k] for k in IDENTITY_KEYS if k in saved})
+    (xte, yte), = data.load(c["dataset"], splits=("test",))
+    if c["max_test_examples"]:
+        xte, yte = xte[:c["max_test_examples"]], yte[:c["max_test_examples"]]
+    model = keras.models.load_model(run.model)
+    loss, acc = evaluate(model, c["dataset"], xte, yte, c["batch_size"])
+    results = dict(test_accuracy=acc, test_loss=loss, test_examples=int(len(xte)))
+    runs.atomic_write_json(run.path / "inference.json", results)
+    return results
+
+
+def summary_line(c, results):
+    """The one-line final summary a script prints."""
+    what = "fp32" if c["full_precision"] else f"k={c['k']} ternary={c['use_ternary']}"
+    spe = results.get("seconds_per_epoch")
+    per_epoch = f"epochs={results['epochs']} time/epoch={spe:.1f}s " if spe else ""
+    return (f"final: dataset={c['dataset']} model={c['model']} {what} "
+            f"test_accuracy={results['test_accuracy']:.4f} {per_epoch}run_dir={c['run_dir']}")
