@@ -7,7 +7,7 @@ the optional tfmot bridge, plus serializable Keras quantizer objects with string
   (k = number of *fractional* bits, not a bit width), round half up, no upper clip.
   Gradient: 1 where x > 0, else 0 (the ReLU mask).
 * ``first_layer(x, levels=4)``: ``floor(min(relu(x), levels) + 1/2)`` in ``{0..levels}``.
-  Gradient: 1 on (0, levels), else 0.
+  Gradient: 1 on (0, levels], else 0.
 * ``ternary(w, threshold=0.7)``: ``delta = threshold * mean|w|`` over the whole tensor,
   ``sign(sign(w + delta) + sign(w - delta))`` in ``{-1, 0, 1}``, no scale. Gradient: identity
   (straight-through), none through delta.

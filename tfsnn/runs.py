@@ -143,8 +143,10 @@ def get_strategy(name):
     """A ``tf.distribute`` strategy by flag value: default | mirrored | multi_worker."""
     if name == "default":
         return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+    if name == "mirrored":  # every GPU, or every logical CPU device when there is no GPU
+        gpus = tf.config.list_logical_devices("GPU")
+        return tf.distribute.MirroredStrategy([d.name for d in gpus or
+                                               tf.config.list_logical_devices("CPU")])
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ConfigError(f"--strategy must be one of default, mirrored, multi_worker; got {name!r}")
@@ -186,6 +188,6 @@ def fit(run, build, train_epoch, steps_per_epoch, epochs, resume, val_ds=None, s
     if tensorboard:
         cbs.append(keras.callbacks.TensorBoard(log_dir=str(run.tensorboard)))
     model.fit(epoch_dataset(train_epoch, first, epochs), epochs=epochs, initial_epoch=first,
-              steps_per_epoch=steps_per_epoch, validation_data=val_ds,
+              steps_per_epoch=steps_per_epoch, validation_data=val_ds, shuffle=False,
               callbacks=cbs + list(callbacks), verbose=verbose)
     return model

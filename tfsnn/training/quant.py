@@ -108,7 +108,7 @@ def evaluate(model, name, x, y, batch_size):
     return float(loss), float(acc)
 
 
-def train(config, arrays=None):
+def train(config, arrays=None, callbacks=()):
     """Train per ``config``; returns the results dict also written to ``results.json``.
 
     ``arrays`` optionally replaces the dataset loader: ``(train, val_or_None, test)`` tuples of
@@ -127,7 +127,7 @@ def train(config, arrays=None):
     model = runs.fit(run, lambda: build_model(c, steps),
                      epoch_maker(c["dataset"], xtr, ytr, c["batch_size"], c["seed"]),
                      steps, c["epochs"], c["resume"], val_ds=val_ds, strategy=strategy,
-                     callbacks=[timer], tensorboard=c["tensorboard"], verbose=c["verbose"])
+                     callbacks=[timer, *callbacks], tensorboard=c["tensorboard"], verbose=c["verbose"])
     runs.atomic_save_model(model, run.model)
     loss, acc = evaluate(model, c["dataset"], xte, yte, c["batch_size"])
     results = dict(test_accuracy=acc, test_loss=loss, test_examples=int(len(xte)),
