@@ -8,7 +8,7 @@
 Outputs go to --run_dir (default logs/quant_<dataset>_k<k>[_ternary]): flags.json,
 checkpoint/ (every epoch), model.keras, history.csv, tb/ (TensorBoard), results.json.
 """
-import sys
+import os
 
 from absl import app, flags
 
@@ -39,17 +39,23 @@ flags.DEFINE_integer("seed", 0, "Seed of initialization and shuffling.")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
                   "tf.distribute strategy (multi_worker reads TF_CONFIG).")
 flags.DEFINE_bool("tensorboard", True, "Write TensorBoard events under <run_dir>/tb.")
+flags.DEFINE_enum("qat_backend", "tfsnn", ["tfsnn", "tfmot"],
+                  "tfsnn: Keras 3 layers; tfmot: tensorflow-model-optimization under Keras 2 "
+                  "(needs `pip install tfsnn[tfmot]`; sets TF_USE_LEGACY_KERAS=1 itself), then "
+                  "rebuilt as a tfsnn model in --run_dir.")
 
 # Flags whose value is validated by tfsnn (absl only checks types and enums).
 CONFIG_FLAGS = ("k", "mode", "use_ternary", "dataset", "full_precision", "epochs", "batch_size",
                 "learning_rate", "lr_schedule", "resume", "overwrite", "run_dir",
                 "max_train_examples", "max_test_examples", "validation_examples", "seed",
-                "strategy", "tensorboard")
+                "strategy", "tensorboard", "qat_backend")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.qat_backend == "tfmot":  # must precede the first TensorFlow import
+        os.environ["TF_USE_LEGACY_KERAS"] = "1"
     from tfsnn import runs
     from tfsnn.training import quant
     config = {name: FLAGS[name].value for name in CONFIG_FLAGS
@@ -58,6 +64,9 @@ def main(argv):
         if FLAGS.mode == "training":
             c = quant.resolve(config)
             results = quant.train(c)
+            if c["qat_backend"] == "tfmot":
+                print(f"tfmot model test_accuracy={results['tfmot_test_accuracy']:.4f}; rebuilt "
+                      f"tfsnn model disagrees on {results['tfmot_vs_tfsnn_disagreements']} images")
         else:
             c = quant.resolve(config)
             results = quant.infer(config)

@@ -16,12 +16,14 @@ DEFAULTS = dict(
     k=0, mode="training", use_ternary=True, dataset="fashion_mnist", full_precision=False,
     epochs=5, batch_size=200, learning_rate=1e-3, lr_schedule="cosine", resume=False,
     overwrite=False, run_dir=None, max_train_examples=0, max_test_examples=0,
-    validation_examples=5000, seed=0, strategy="default", tensorboard=True, verbose=1)
+    validation_examples=5000, seed=0, strategy="default", tensorboard=True, verbose=1,
+    qat_backend="tfsnn")
 # Keys that define what a run directory holds; a restart must not change them.
-IDENTITY_KEYS = ("k", "use_ternary", "dataset", "model", "full_precision")
+IDENTITY_KEYS = ("k", "use_ternary", "dataset", "model", "full_precision", "qat_backend")
 MODES = ("training", "inference")
 SCHEDULES = ("constant", "cosine")
 STRATEGIES = ("default", "mirrored", "multi_worker")
+BACKENDS = ("tfsnn", "tfmot")
 
 
 def default_run_dir(config):
@@ -57,6 +59,11 @@ def resolve(config):
     need(c["strategy"] in STRATEGIES, "strategy", f"must be one of {', '.join(STRATEGIES)}")
     need(not (c["resume"] and c["overwrite"]), "overwrite", "cannot be combined with --resume")
     need(not (c["mode"] == "inference" and c["resume"]), "resume", "only applies to --mode training")
+    need(c["qat_backend"] in BACKENDS, "qat_backend", f"must be one of {', '.join(BACKENDS)}")
+    if c["qat_backend"] == "tfmot":
+        need(not c["resume"], "resume", "is not supported with --qat_backend tfmot")
+        need(not c["full_precision"], "full_precision", "applies to --qat_backend tfsnn only")
+        need(c["strategy"] == "default", "strategy", "--qat_backend tfmot runs on one device")
     c["model"] = config.get("model") or models.DATASET_MODELS[c["dataset"]]
     need(c["model"] in models.ALL_INT_ARCHS, "model", f"must be one of {sorted(models.ALL_INT_ARCHS)}")
     c["run_dir"] = c["run_dir"] or default_run_dir(c)
@@ -115,6 +122,9 @@ def train(config, arrays=None, callbacks=()):
     ``(uint8 images, labels)`` (used for custom splits, e.g. the MNIST test split only).
     """
     c = resolve(config)
+    if c["qat_backend"] == "tfmot":
+        from tfsnn.interop import tfmot  # needs TF_USE_LEGACY_KERAS=1 set before TF import
+        return tfmot.train(c, arrays or split_data(c))
     strategy = runs.get_strategy(c["strategy"])
     run = runs.RunDir(c["run_dir"])
     run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"])
