@@ -1,0 +1,243 @@
+"""IIR synapse filters of the IIR-SNN method (spec iir_and_proxy.md §A.2.1-§A.2.3, §C.2).
+
+Tensors are ``[batch, time, ...]``; every filter runs elementwise over axis 1 (one filter per
+input element, shared by all its targets: an "axon" filter). The filters are linear, so the
+recurrence is a ``tf.scan`` and autodiff through it gives the exact coefficient gradients.
+
+* ``DualExpIIR(tau_m, tau_s)``: ``y[t] = a1*y[t-1] + a2*y[t-2] + b1*x[t]`` with trainable
+  per-element ``a1 = a + b``, ``a2 = -a*b``, ``b1 = a - b`` (``a = exp(-1/tau_m)``,
+  ``b = exp(-1/tau_s)``). Impulse response at init ``h[n] = a^(n+1) - b^(n+1)`` (no delay, no
+  peak normalisation); DC gain ``a/(1-a) - b/(1-b)`` (2.93883 for (4, 1)).
+* ``FirstOrderLowPass(tau)``: ``y[t] = alpha*y[t-1] + x[t]``, trainable per-element
+  ``alpha = exp(-1/tau)``; impulse response ``alpha^n``, DC gain ``1/(1-alpha)``.
+* ``DualExpReadoutFilter(tau_m, tau_s, normalize=True)``: the fixed two-state filter
+  ``m = a*m + x``, ``s = b*s + x``, ``out = V0*(m - s)``, ``V0 = eta^(eta/(eta-1))/(eta-1)``,
+  ``eta = tau_m/tau_s`` (1 without ``normalize``). Impulse response ``V0*(a^n - b^n)``: 0 at lag
+  0, peak 0.9973 at lag 4 for (8, 2). Nothing trainable (associative-memory loss).
+
+State modes (``state=``): ``"zero"`` starts every call from zero states; ``"carry"`` (needs a
+fixed ``batch_size``) keeps the final states of each call in non-trainable weights ``[B, ...]``
+(detached: truncated BPTT across calls) and starts the next call from them; ``reset_states()``
+zeroes them. Independently of the mode, ``call(x, initial_state=..., return_state=True)`` takes
+and returns the state explicitly (a list of ``[B, ...]`` tensors).
+"""
+import math
+
+import keras
+import tensorflow as tf
+
+STATES = ("zero", "carry")
+
+
+def dual_exp_coefficients(tau_m, tau_s):
+    """``(alpha_1, alpha_2, beta_1)`` of the dual-exponential IIR synapse for ``(tau_m, tau_s)``."""
+    a, b = math.exp(-1.0 / tau_m), math.exp(-1.0 / tau_s)
+    return a + b, -a * b, a - b
+
+
+def dual_exp_peak_gain(tau_m, tau_s):
+    """``V0 = eta^(eta/(eta-1)) / (eta-1)``, ``eta = tau_m/tau_s`` (2.116535 for (4,1) and (8,2))."""
+    eta = tau_m / tau_s
+    return eta ** (eta / (eta - 1.0)) / (eta - 1.0)
+
+
+def _perm(rank):
+    return [1, 0] + list(range(2, rank))
+
+
+def to_time_major(x):
+    """``[B, T, ...] <-> [T, B, ...]`` (the permutation is its own inverse)."""
+    return tf.transpose(x, _perm(x.shape.rank))
+
+
+def iir2(x, alpha_1, alpha_2, beta_1, initial_state=None):
+    """Second-order IIR over axis 1: ``y[t] = a1*y[t-1] + a2*y[t-2] + b1*x[t]``.
+
+    ``x`` ``[B, T, ...]``; coefficients broadcast against ``[B, ...]``; ``initial_state`` =
+    ``(y[-1], y[-2])`` ``[B, ...]`` each (zeros if None). Returns ``(y [B, T, ...], [y[T-1],
+    y[T-2]])``.
+    """
+    xt = to_time_major(x) * beta_1
+    if initial_state is None:
+        z = tf.zeros_like(xt[0])
+        initial_state = (z, z)
+    y1, y2 = (tf.cast(s, xt.dtype) for s in initial_state)
+
+    def step(carry, xin):
+        p1, p2 = carry
+        return alpha_1 * p1 + alpha_2 * p2 + xin, p1
+
+    ys, prev = tf.scan(step, xt, initializer=(y1, y2))
+    return to_time_major(ys), [ys[-1], prev[-1]]
+
+
+def iir1(x, alpha, initial_state=None):
+    """First-order IIR over axis 1: ``y[t] = alpha*y[t-1] + x[t]``; state ``[y[T-1]]``."""
+    xt = to_time_major(x)
+    y0 = tf.zeros_like(xt[0]) if initial_state is None else tf.cast(initial_state[0], xt.dtype)
+    ys = tf.scan(lambda p, xin: alpha * p + xin, xt, initializer=y0)
+    return to_time_major(ys), [ys[-1]]
+
+
+def dual_exp_readout(x, tau_m=8.0, tau_s=2.0, normalize=True, initial_state=None):
+    """The fixed filter ``V0*(m - s)``, ``m = a*m + x``, ``s = b*s + x``; state ``[m, s]``."""
+    a, b = math.exp(-1.0 / tau_m), math.exp(-1.0 / tau_s)
+    v0 = dual_exp_peak_gain(tau_m, tau_s) if normalize else 1.0
+    xt = to_time_major(x)
+    if initial_state is None:
+        z = tf.zeros_like(xt[0])
+        initial_state = (z, z)
+    m0, s0 = (tf.cast(s, xt.dtype) for s in initial_state)
+    ms, ss = tf.scan(lambda c, xin: (a * c[0] + xin, b * c[1] + xin), xt, initializer=(m0, s0))
+    return to_time_major(v0 * (ms - ss)), [ms[-1], ss[-1]]
+
+
+class StatefulSequenceLayer(keras.layers.Layer):
+    """Base of the layers with a recurrence over time: the ``zero`` / ``carry`` state policy.
+
+    Subclasses define ``state_shapes(input_shape) -> list of per-sample shapes`` and
+    ``run(x, initial_state) -> (y, final_state)``.
+    """
+
+    def __init__(self, state="zero", batch_size=None, **kwargs):
+        super().__init__(**kwargs)
+        if state not in STATES:
+            raise ValueError(f"state must be one of {STATES}, got {state!r}")
+        if state == "carry" and (batch_size is None or int(batch_size) < 1):
+            raise ValueError("state='carry' needs a fixed batch_size >= 1 (use drop_remainder)")
+        self.state = state
+        self.batch_size = None if batch_size is None else int(batch_size)
+        self.carry = []
+
+    def state_shapes(self, input_shape):
+        raise NotImplementedError
+
+    def run(self, x, initial_state):
+        raise NotImplementedError
+
+    def build_state(self, input_shape):
+        if len(input_shape) < 2:
+            raise ValueError(f"{self.name}: input must be [batch, time, ...], got {input_shape}")
+        if self.state == "carry":
+            self.carry = [self.add_weight(name=f"state_{i}", shape=(self.batch_size, *s),
+                                          initializer="zeros", trainable=False)
+                          for i, s in enumerate(self.state_shapes(input_shape))]
+
+    def reset_states(self):
+        """Zero the carried states (``state="carry"``; no-op otherwise)."""
+        for v in self.carry:
+            v.assign(tf.zeros(v.shape, v.dtype))
+
+    def call(self, x, initial_state=None, return_state=False):
+        x = tf.convert_to_tensor(x)
+        if initial_state is None and self.carry:
+            initial_state = [tf.stop_gradient(tf.convert_to_tensor(v)) for v in self.carry]
+        y, final = self.run(x, initial_state)
+        for v, s in zip(self.carry, final):
+            v.assign(tf.stop_gradient(s))
+        return (y, final) if return_state else y
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "state": self.state, "batch_size": self.batch_size}
+
+
+@keras.saving.register_keras_serializable(package="tfsnn")
+class DualExpIIR(StatefulSequenceLayer):
+    """Dual-exponential IIR synapse ``[B, T, ...] -> [B, T, ...]`` with per-element coefficients
+    ``alpha_1, alpha_2, beta_1`` (shape ``input_shape[2:]``), initialised from ``(tau_m, tau_s)``
+    and trained freely (``train_coefficients=False`` freezes them). State: ``[y[t-1], y[t-2]]``.
+    """
+
+    def __init__(self, tau_m=4.0, tau_s=1.0, train_coefficients=True, state="zero",
+                 batch_size=None, **kwargs):
+        super().__init__(state, batch_size, **kwargs)
+        if not (tau_m > 0 and tau_s > 0 and tau_m != tau_s):
+            raise ValueError(f"need tau_m, tau_s > 0 and tau_m != tau_s, got {tau_m!r}, {tau_s!r}")
+        self.tau_m, self.tau_s = float(tau_m), float(tau_s)
+        self.train_coefficients = bool(train_coefficients)
+
+    def state_shapes(self, input_shape):
+        return [tuple(input_shape[2:])] * 2
+
+    def build(self, input_shape):
+        shape = tuple(input_shape[2:])
+        a1, a2, b1 = dual_exp_coefficients(self.tau_m, self.tau_s)
+        self.alpha_1, self.alpha_2, self.beta_1 = (
+            self.add_weight(name=n, shape=shape, initializer=keras.initializers.Constant(v),
+                            trainable=self.train_coefficients)
+            for n, v in (("alpha_1", a1), ("alpha_2", a2), ("beta_1", b1)))
+        self.build_state(input_shape)
+
+    def run(self, x, initial_state):
+        c = [tf.cast(w, x.dtype) for w in (self.alpha_1, self.alpha_2, self.beta_1)]
+        return iir2(x, *c, initial_state=initial_state)
+
+    def stability(self):
+        """Fraction of elements whose coefficients give a stable filter
+        (``|alpha_2| < 1`` and ``|alpha_1| < 1 - alpha_2``)."""
+        ok = (tf.abs(self.alpha_2) < 1.0) & (tf.abs(self.alpha_1) < 1.0 - self.alpha_2)
+        return tf.reduce_mean(tf.cast(ok, tf.float32))
+
+    def get_config(self):
+        return {**super().get_config(), "tau_m": self.tau_m, "tau_s": self.tau_s,
+                "train_coefficients": self.train_coefficients}
+
+
+@keras.saving.register_keras_serializable(package="tfsnn")
+class FirstOrderLowPass(StatefulSequenceLayer):
+    """First-order low-pass synapse ``y[t] = alpha*y[t-1] + x[t]``, ``[B, T, ...]`` in and out;
+    trainable per-element ``alpha`` initialised to ``exp(-1/tau)``. State: ``[y[t-1]]``."""
+
+    def __init__(self, tau=4.0, train_coefficients=True, state="zero", batch_size=None,
+                 **kwargs):
+        super().__init__(state, batch_size, **kwargs)
+        if not tau > 0:
+            raise ValueError(f"tau must be > 0, got {tau!r}")
+        self.tau = float(tau)
+        self.train_coefficients = bool(train_coefficients)
+
+    def state_shapes(self, input_shape):
+        return [tuple(input_shape[2:])]
+
+    def build(self, input_shape):
+        self.alpha = self.add_weight(
+            name="alpha", shape=tuple(input_shape[2:]), trainable=self.train_coefficients,
+            initializer=keras.initializers.Constant(math.exp(-1.0 / self.tau)))
+        self.build_state(input_shape)
+
+    def run(self, x, initial_state):
+        return iir1(x, tf.cast(self.alpha, x.dtype), initial_state)
+
+    def get_config(self):
+        return {**super().get_config(), "tau": self.tau,
+                "train_coefficients": self.train_coefficients}
+
+
+@keras.saving.register_keras_serializable(package="tfsnn")
+class DualExpReadoutFilter(StatefulSequenceLayer):
+    """The fixed (normalised) dual-exponential filter ``V0*(m - s)`` of §A.2.3, ``[B, T, ...]``
+    in and out, no weights. State: ``[m, s]``."""
+
+    def __init__(self, tau_m=8.0, tau_s=2.0, normalize=True, state="zero", batch_size=None,
+                 **kwargs):
+        super().__init__(state, batch_size, **kwargs)
+        if not (tau_m > 0 and tau_s > 0 and tau_m != tau_s):
+            raise ValueError(f"need tau_m, tau_s > 0 and tau_m != tau_s, got {tau_m!r}, {tau_s!r}")
+        self.tau_m, self.tau_s = float(tau_m), float(tau_s)
+        self.normalize = bool(normalize)
+
+    def state_shapes(self, input_shape):
+        return [tuple(input_shape[2:])] * 2
+
+    def build(self, input_shape):
+        self.build_state(input_shape)
+
+    def run(self, x, initial_state):
+        return dual_exp_readout(x, self.tau_m, self.tau_s, self.normalize, initial_state)
+
+    def get_config(self):
+        return {**super().get_config(), "tau_m": self.tau_m, "tau_s": self.tau_s,
+                "normalize": self.normalize}

@@ -1,0 +1,310 @@
+"""The IIR spiking neuron (spec iir_and_proxy.md §A.2.4-§A.2.5, §C.2) and the proxy-learning
+building blocks (§B.2-§B.3, §C.3).
+
+IIR neuron (Fang et al. 2020), fed the filtered PSP ``y`` ``[B, T, ...]``::
+
+    z[t] = W y[t] + bias            (Dense / Conv2D on all B*T frames at once)
+    u[t] = z[t] - r[t-1]            (no membrane leak: the upstream membrane filter is off)
+    s[t] = H(u[t] - threshold)      (strict: u = threshold gives no spike)
+    r[t] = d r[t-1] + reset_amp s[t],   d = exp(-1/tau_m)
+
+Only the reset recursion loops over time (``tf.scan``). The spike is the per-step surrogate op of
+``tfsnn.surrogates``: the paper's surrogate is ``gaussian`` with ``sigma = 0.4`` and peak
+``gamma = 1/(sqrt(2 pi) sigma)`` applied to ``u - threshold``, i.e. the N(u; threshold, sigma^2)
+pdf (``iir_surrogate``). Gradients flow through the reset (not detached, as upstream).
+
+Proxy learning (Kheradpisheh et al.): ``if_spikes`` is SpikingJelly's IF (``v += I``,
+``s = 1[v >= theta]``, hard reset to 0), forward only; ``ProxyBatchNorm`` owns one gamma/beta and
+two sets of moving statistics (``ann`` / ``snn`` branches).
+"""
+import math
+
+import keras
+import tensorflow as tf
+
+from tfsnn import surrogates as sg
+from tfsnn.layers.filters import StatefulSequenceLayer, to_time_major
+
+
+def iir_surrogate(sigma=0.4):
+    """The IIR paper's surrogate: ``gaussian`` with ``gamma = 1/(sqrt(2 pi) sigma)``, so that
+    ``ds/du = N(u; threshold, sigma^2)`` (0.997356 at the threshold for sigma = 0.4)."""
+    return sg.get("gaussian", gamma=1.0 / (math.sqrt(2.0 * math.pi) * sigma), sigma=sigma)
+
+
+def spike_gaussian(u, threshold=1.0, sigma=0.4):
+    """``H(u - threshold)`` (strict) with the Gaussian-pdf surrogate gradient."""
+    return iir_surrogate(sigma).spike(u - threshold)
+
+
+def iir_neuron(z, decay, threshold=1.0, reset_amp=1.0, surrogate=None, initial_state=None):
+    """Spikes ``[B, T, ...]`` of the IIR neuron driven by ``z`` ``[B, T, ...]``.
+
+    ``initial_state``: ``[r[-1]]`` ``[B, ...]`` (zeros if None). Returns ``(s, [r[T-1]])``.
+    """
+    sur = surrogate or iir_surrogate()
+    zt = to_time_major(z)
+    r0 = tf.zeros_like(zt[0]) if initial_state is None else tf.cast(initial_state[0], zt.dtype)
+
+    def step(carry, z_t):
+        r, _ = carry
+        s = sur.spike(z_t - r - threshold)
+        return decay * r + reset_amp * s, s
+
+    rs, ss = tf.scan(step, zt, initializer=(r0, tf.zeros_like(r0)))
+    return to_time_major(ss), [rs[-1]]
+
+
+def torch_kernel_init():
+    """PyTorch's default Linear/Conv kernel init ``U(+-1/sqrt(fan_in))``."""
+    return keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+class _IIRNeuronBase(StatefulSequenceLayer):
+    """Synaptic op on folded frames + the IIR neuron recurrence; state ``[r]``."""
+
+    def __init__(self, tau_m=4.0, threshold=1.0, reset_amp=1.0, sigma=0.4, use_bias=True,
+                 kernel_initializer=None, bias_initializer=None, state="zero", batch_size=None,
+                 **kwargs):
+        super().__init__(state, batch_size, **kwargs)
+        if not tau_m > 0:
+            raise ValueError(f"tau_m must be > 0, got {tau_m!r}")
+        if not sigma > 0:
+            raise ValueError(f"sigma must be > 0, got {sigma!r}")
+        self.tau_m, self.threshold = float(tau_m), float(threshold)
+        self.reset_amp, self.sigma = float(reset_amp), float(sigma)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer or torch_kernel_init())
+        self.bias_initializer = (None if bias_initializer is None
+                                 else keras.initializers.get(bias_initializer))
+        self.surrogate = iir_surrogate(self.sigma)
+
+    @property
+    def decay(self):
+        return math.exp(-1.0 / self.tau_m)
+
+    def _add_kernel_bias(self, kernel_shape, fan_in, units):
+        self.kernel = self.add_weight(name="kernel", shape=kernel_shape,
+                                      initializer=self.kernel_initializer)
+        if self.use_bias:
+            lim = 1.0 / math.sqrt(fan_in)  # PyTorch's bias init, fan-in aware
+            init = self.bias_initializer or keras.initializers.RandomUniform(-lim, lim)
+            self.bias = self.add_weight(name="bias", shape=(units,), initializer=init)
+
+    def synapse(self, frames):
+        raise NotImplementedError
+
+    def run(self, x, initial_state):
+        b, t = tf.shape(x)[0], tf.shape(x)[1]
+        frames = tf.reshape(x, tf.concat([[b * t], tf.shape(x)[2:]], 0))
+        z = self.synapse(frames)
+        if self.use_bias:
+            z = z + tf.cast(self.bias, z.dtype)
+        z = tf.reshape(z, tf.concat([[b, t], tf.shape(z)[1:]], 0))
+        return iir_neuron(z, self.decay, self.threshold, self.reset_amp, self.surrogate,
+                          initial_state)
+
+    def get_config(self):
+        return {**super().get_config(), "tau_m": self.tau_m, "threshold": self.threshold,
+                "reset_amp": self.reset_amp, "sigma": self.sigma, "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": (None if self.bias_initializer is None else
+                                     keras.initializers.serialize(self.bias_initializer))}
+
+
+@keras.saving.register_keras_serializable(package="tfsnn")
+class IIRSpikingDense(_IIRNeuronBase):
+    """IIR spiking neurons with a dense synapse: PSP ``[B, T, N]`` -> spikes ``[B, T, units]``.
+    Kernel ``[N, units]`` and bias init as PyTorch's Linear (``bias_initializer=None``)."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+
+    def state_shapes(self, input_shape):
+        return [(self.units,)]
+
+    def build(self, input_shape):
+        n = int(input_shape[-1])
+        self._add_kernel_bias((n, self.units), n, self.units)
+        self.build_state(input_shape)
+
+    def synapse(self, frames):
+        return tf.matmul(frames, tf.cast(self.kernel, frames.dtype))
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+@keras.saving.register_keras_serializable(package="tfsnn")
+class IIRSpikingConv2D(_IIRNeuronBase):
+    """IIR spiking neurons with a conv synapse: PSP ``[B, T, H, W, C]`` -> spikes
+    ``[B, T, H', W', filters]``; kernel ``[k, k, C, filters]``, PyTorch-style init."""
+
+    def __init__(self, filters, kernel_size=3, strides=1, padding="same", **kwargs):
+        super().__init__(**kwargs)
+        if str(padding).lower() not in ("same", "valid"):
+            raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+        self.filters, self.kernel_size = int(filters), int(kernel_size)
+        self.strides, self.padding = int(strides), str(padding).lower()
+
+    def _out_hw(self, input_shape):
+        h, w = input_shape[2], input_shape[3]
+        if self.padding == "same":
+            return [None if d is None else -(-d // self.strides) for d in (h, w)]
+        return [None if d is None else (d - self.kernel_size) // self.strides + 1 for d in (h, w)]
+
+    def state_shapes(self, input_shape):
+        return [(*self._out_hw(input_shape), self.filters)]
+
+    def build(self, input_shape):
+        if len(input_shape) != 5:
+            raise ValueError(f"{self.name}: input must be [B, T, H, W, C], got {input_shape}")
+        c = int(input_shape[-1])
+        k = self.kernel_size
+        self._add_kernel_bias((k, k, c, self.filters), c * k * k, self.filters)
+        self.build_state(input_shape)
+
+    def synapse(self, frames):
+        return tf.nn.conv2d(frames, tf.cast(self.kernel, frames.dtype), self.strides,
+                            self.padding.upper())
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:2], *self._out_hw(input_shape), self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
+                "strides": self.strides, "padding": self.padding}
+
+
+@keras.saving.register_keras_serializable(package="tfsnn")
+class PSPMaxPool2D(keras.layers.Layer):
+    """Per-step max pool ``[B, T, H, W, C] -> [B, T, H', W', C]`` (on the PSP in the IIR nets, on
+    spikes in the proxy net, where it is a logical OR). ``padding``: int, PyTorch-style implicit
+    -inf border on each side."""
+
+    def __init__(self, pool_size=2, strides=None, padding=0, **kwargs):
+        super().__init__(**kwargs)
+        self.pool_size = int(pool_size)
+        self.strides = int(strides or pool_size)
+        self.padding = int(padding)
+
+    def call(self, x):
+        s = tf.shape(x)
+        frames = tf.reshape(x, tf.concat([[s[0] * s[1]], s[2:]], 0))
+        if self.padding:
+            p = self.padding
+            frames = tf.pad(frames, [[0, 0], [p, p], [p, p], [0, 0]], constant_values=-math.inf)
+        y = tf.nn.max_pool2d(frames, self.pool_size, self.strides, "VALID")
+        return tf.reshape(y, tf.concat([s[:2], tf.shape(y)[1:]], 0))
+
+    def compute_output_shape(self, input_shape):
+        hw = [None if d is None else (d + 2 * self.padding - self.pool_size) // self.strides + 1
+              for d in input_shape[2:4]]
+        return (*input_shape[:2], *hw, input_shape[4])
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides,
+                "padding": self.padding}
+
+
+# --------------------------------------------------------------------------- proxy learning
+
+def if_spikes(current, threshold=2.0):
+    """SpikingJelly IF, forward only: ``v += I[t]``, ``s = 1[v >= threshold]``, ``v <- 0`` on a
+    spike; ``v`` starts at 0, no leak, no lower bound. ``[B, T, ...] -> [B, T, ...]`` spikes.
+
+    For a constant current ``I > 0`` over T steps the count is ``floor(T / ceil(theta/I))``.
+    ``threshold`` is a Python float (note: this differs from ``tfsnn.layers.neurons``' strict
+    ``v > theta``; equality fires here).
+    """
+    it = to_time_major(tf.stop_gradient(tf.convert_to_tensor(current)))
+
+    def step(carry, i_t):
+        v, _ = carry
+        v = v + i_t
+        s = tf.cast(v >= threshold, v.dtype)
+        return v * (1.0 - s), s
+
+    z = tf.zeros_like(it[0])
+    _, ss = tf.scan(step, it, initializer=(z, z))
+    return to_time_major(ss)
+
+
+@keras.saving.register_keras_serializable(package="tfsnn")
+class ProxyBatchNorm(keras.layers.Layer):
+    """BatchNorm over the last axis with one ``gamma``/``beta`` and two sets of moving statistics,
+    ``ann_mean/ann_var`` and ``snn_mean/snn_var`` (PyTorch semantics: ``momentum`` 0.1 is the
+    weight of the new batch, the moving variance takes the unbiased batch variance, ``eps``
+    1e-5).
+
+    ``call(x, branch="ann"|"snn", batch_stats=False, time_axis=False)``: with ``batch_stats``,
+    normalise with the batch statistics and update the branch's moving ones; else normalise with
+    the moving ones (BN training / inference mode). ``batch_stats`` may be a scalar bool tensor
+    (both are computed, one is picked), so a training step can switch BatchNorm to inference
+    mode without retracing (the proxy BN freeze).
+    ``time_axis=True`` (``x`` ``[B, T, ..., C]``): batch statistics per time step and T successive
+    moving-average updates, as when the SNN calls the layer once per step.
+    """
+
+    def __init__(self, momentum=0.1, epsilon=1e-5, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 < float(momentum) <= 1.0:
+            raise ValueError(f"momentum must be in (0, 1], got {momentum!r}")
+        self.momentum, self.epsilon = float(momentum), float(epsilon)
+
+    def build(self, input_shape):
+        c = (int(input_shape[-1]),)
+        self.gamma = self.add_weight(name="gamma", shape=c, initializer="ones")
+        self.beta = self.add_weight(name="beta", shape=c, initializer="zeros")
+        self.ann_mean = self.add_weight(name="ann_mean", shape=c, initializer="zeros",
+                                        trainable=False)
+        self.ann_var = self.add_weight(name="ann_var", shape=c, initializer="ones",
+                                       trainable=False)
+        self.snn_mean = self.add_weight(name="snn_mean", shape=c, initializer="zeros",
+                                        trainable=False)
+        self.snn_var = self.add_weight(name="snn_var", shape=c, initializer="ones",
+                                       trainable=False)
+
+    def moving_stats(self, branch):
+        if branch not in ("ann", "snn"):
+            raise ValueError(f"branch must be 'ann' or 'snn', got {branch!r}")
+        return (self.ann_mean, self.ann_var) if branch == "ann" else (self.snn_mean, self.snn_var)
+
+    def call(self, x, branch="ann", batch_stats=False, time_axis=False):
+        moving_mean, moving_var = self.moving_stats(branch)
+        y_moving = (x - moving_mean) * tf.math.rsqrt(moving_var + self.epsilon) * self.gamma \
+            + self.beta
+        if batch_stats is None or batch_stats is False:
+            return y_moving
+        rank = x.shape.rank
+        axes = [0] + list(range(2, rank - 1)) if time_axis else list(range(rank - 1))
+        mean, var = tf.nn.moments(x, axes, keepdims=True)
+        y = (x - mean) * tf.math.rsqrt(var + self.epsilon) * self.gamma + self.beta
+        n = tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), axes)), x.dtype)
+        mean = tf.reshape(mean, [-1, x.shape[-1]])  # [T or 1, C]
+        unbiased = tf.reshape(var, [-1, x.shape[-1]]) * n / tf.maximum(n - 1.0, 1.0)
+        steps = tf.shape(mean)[0]
+        keep = 1.0 - self.momentum
+        # m_T = keep^T m_0 + momentum * sum_t keep^(T-1-t) mu_t  (T successive updates)
+        w = self.momentum * tf.pow(keep, tf.cast(steps - 1 - tf.range(steps), x.dtype))
+        decay = keep ** tf.cast(steps, x.dtype)
+        new_mean = decay * moving_mean + tf.tensordot(w, tf.stop_gradient(mean), 1)
+        new_var = decay * moving_var + tf.tensordot(w, tf.stop_gradient(unbiased), 1)
+        if batch_stats is True:
+            moving_mean.assign(new_mean)
+            moving_var.assign(new_var)
+            return y
+        flag = tf.cast(batch_stats, tf.bool)
+        moving_mean.assign(tf.where(flag, new_mean, moving_mean))
+        moving_var.assign(tf.where(flag, new_var, moving_var))
+        return tf.where(flag, y, y_moving)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}

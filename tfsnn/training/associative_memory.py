@@ -1,0 +1,240 @@
+"""The IIR-SNN associative-memory task (spec iir_and_proxy.md §A.6-§A.7): ``train(config)``.
+
+Data: ``associative_target.npy``, 10 binary patterns ``[300 channels, 300 steps]``. The network
+(300-500-200-500-300, IIR synapses with tau_m = 8, tau_s = 2) must output the clean pattern
+delayed by ``delay`` = 4 steps from a corrupted copy of it. Loss: MSE between the (8, 2)
+normalised dual-exponential filtering of the output spikes and of the delayed target
+(``FilteredMSE``); an all-silent output scores 0.14215, the original reports 0.0042 after 100
+epochs.
+
+An epoch is ``repeats`` (100) copies of each pattern, each corrupted afresh (``corrupt``):
+with p = 0.4 the input is (p = 0.7) spike-time jittered by ``round(N(0, 1))`` steps and (p = 0.5)
+has a 40x40 block or 40 whole channels zeroed (1/2 each); then Bernoulli(``noise_p``) noise spikes
+are OR-ed in. The corruption of item ``i`` in epoch ``e`` depends only on ``(seed, e, i)``, so a
+resumed run sees the same data. Dev / test are the same patterns with other corruption seeds.
+Optimizer AdamW (lr 1e-3, weight decay 0.01, eps 1e-8), MultiStepLR ``[50, 100, 150]`` x 0.1,
+batch 32, the last partial batch dropped. After training, ``reconstructions.png`` shows the
+corrupted input, the output spikes and the target of each pattern.
+"""
+import os
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfsnn import iir_models, runs
+from tfsnn.training.iir import multistep_lr, parse_milestones
+
+DATA_FILE = "associative_target.npy"
+DEFAULTS = dict(
+    data_path=None, epochs=100, batch_size=32, learning_rate=1e-3, weight_decay=0.01,
+    lr_milestones=(50, 100, 150), lr_gamma=0.1, repeats=100, delay=4, noise_p=0.005,
+    corrupt_p=0.4, jitter_p=0.7, erase_p=0.5, erase_size=40, tau_m=8.0, tau_s=2.0, seed=0,
+    eval_repeats=100, run_dir="logs/associative_memory", resume=False, overwrite=False,
+    tensorboard=True, verbose=1, png=True)
+IDENTITY_KEYS = ("delay", "tau_m", "tau_s")
+TEST_SEED_OFFSET, DEV_SEED_OFFSET = 1_000_003, 2_000_003
+
+
+def data_candidates():
+    """Where ``associative_target.npy`` is looked for, in order."""
+    c = []
+    if os.environ.get("TFSNN_DATA_DIR"):
+        c.append(Path(os.environ["TFSNN_DATA_DIR"]) / "associative-memory" / DATA_FILE)
+    c += [Path("data/associative-memory") / DATA_FILE,
+          Path("../shared/data/associative-memory") / DATA_FILE,
+          Path(__file__).resolve().parents[3] / "shared/data/associative-memory" / DATA_FILE]
+    return c
+
+
+def load_patterns(path=None):
+    """The patterns, float32 ``[10, 300 channels, 300 steps]`` in {0, 1}."""
+    cands = [Path(path)] if path else data_candidates()
+    for p in cands:
+        if p.is_file():
+            a = np.load(p).astype(np.float32)
+            if a.ndim != 3 or not np.isin(a, (0.0, 1.0)).all():
+                raise ValueError(f"{p}: expected binary [patterns, channels, steps], got {a.shape}")
+            return a
+    raise FileNotFoundError(f"{DATA_FILE} not found; looked in: " + ", ".join(map(str, cands))
+                            + ". Pass --data_path or set $TFSNN_DATA_DIR.")
+
+
+def delayed(pattern, delay):
+    """``target[:, delay:] = pattern[:, :-delay]`` (time is the last axis)."""
+    out = np.zeros_like(pattern)
+    out[..., delay:] = pattern[..., :pattern.shape[-1] - delay]
+    return out
+
+
+def corrupt(pattern, rng, c):
+    """One corrupted copy of a ``[channels, steps]`` pattern (see the module docstring)."""
+    p = pattern.copy()
+    n_ch, n_t = p.shape
+    if rng.random() < c["corrupt_p"]:
+        if rng.random() < c["jitter_p"]:
+            ch, t = np.nonzero(p)
+            t = np.clip(t + np.round(rng.normal(0.0, 1.0, t.shape)).astype(int), 0, n_t - 1)
+            p = np.zeros_like(p)
+            p[ch, t] = 1.0  # colliding spikes merge
+        if rng.random() < c["erase_p"]:
+            e = c["erase_size"]
+            if rng.random() < 0.5:  # block; both origin coordinates drawn with the width
+                r0, c0 = rng.integers(0, n_t - e + 1, 2)
+                p[r0:r0 + e, c0:c0 + e] = 0.0
+            else:  # whole input channels
+                r0 = rng.integers(0, n_ch - e + 1)
+                p[r0:r0 + e, :] = 0.0
+    return np.maximum(p, (rng.random(p.shape) < c["noise_p"]).astype(p.dtype))
+
+
+def make_item(patterns, c, seed, epoch, index):
+    """``(input [T, channels], target [T, channels])`` of item ``index`` (pattern index % 10)."""
+    k = int(index) % len(patterns)
+    rng = np.random.default_rng([int(seed), int(epoch), int(index)])
+    x = corrupt(patterns[k], rng, c)
+    return x.T.copy(), delayed(patterns[k], c["delay"]).T.copy()
+
+
+def epoch_maker(patterns, c, seed, repeats, shuffle=True):
+    """``epoch -> dataset`` of batches ``([B, T, ch], [B, T, ch])``; order and corruption depend
+    only on ``(seed, epoch)``."""
+    n = len(patterns) * repeats
+    t_, ch = patterns.shape[2], patterns.shape[1]
+
+    def item(epoch, i):
+        x, y = make_item(patterns, c, seed, epoch, i)
+        return x, y
+
+    def make(epoch):
+        idx = tf.range(n, dtype=tf.int64)
+        if shuffle:
+            idx = tf.random.experimental.stateless_shuffle(
+                idx, seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+        ds = tf.data.Dataset.from_tensor_slices(idx).map(
+            lambda i: tf.numpy_function(item, [epoch, i], (tf.float32, tf.float32)))
+        ds = ds.map(lambda x, y: (tf.ensure_shape(x, (t_, ch)), tf.ensure_shape(y, (t_, ch))))
+        return ds.batch(c["batch_size"], drop_remainder=True)
+    return make
+
+
+def silent_loss(patterns, c):
+    """Filtered MSE of an all-silent output against the delayed targets (0.14215 for the data)."""
+    y = np.stack([delayed(p, c["delay"]).T for p in patterns])
+    loss = iir_models.FilteredMSE(c["tau_m"], c["tau_s"])
+    return float(loss(y, np.zeros_like(y)))
+
+
+def build_model(c, steps_per_epoch, patterns):
+    model = iir_models.associative_memory_net(
+        timesteps=patterns.shape[2], channels=patterns.shape[1], tau_m=c["tau_m"],
+        tau_s=c["tau_s"])
+    lr = multistep_lr(c["learning_rate"], c["lr_milestones"], c["lr_gamma"], steps_per_epoch)
+    model.compile(optimizer=keras.optimizers.AdamW(lr, weight_decay=c["weight_decay"],
+                                                   epsilon=1e-8),
+                  loss=iir_models.FilteredMSE(c["tau_m"], c["tau_s"]))
+    return model
+
+
+def resolve(config):
+    unknown = set(config) - set(DEFAULTS)
+    if unknown:
+        raise runs.ConfigError(f"unknown option(s): {sorted(unknown)}")
+    c = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+
+    def need(ok, flag, msg):
+        if not ok:
+            raise runs.ConfigError(f"--{flag}={c[flag]!r}: {msg}")
+
+    for flag in ("epochs", "batch_size", "repeats", "eval_repeats", "erase_size"):
+        need(int(c[flag]) == c[flag] and c[flag] >= 1, flag, "must be an integer >= 1")
+    need(int(c["delay"]) == c["delay"] and c["delay"] >= 0, "delay", "must be an integer >= 0")
+    for flag in ("noise_p", "corrupt_p", "jitter_p", "erase_p"):
+        need(0.0 <= c[flag] <= 1.0, flag, "must be a probability in [0, 1]")
+    for flag in ("learning_rate", "lr_gamma", "tau_m", "tau_s"):
+        need(c[flag] > 0, flag, "must be > 0")
+    need(c["weight_decay"] >= 0, "weight_decay", "must be >= 0")
+    c["lr_milestones"] = parse_milestones(c["lr_milestones"], need)
+    need(not (c["resume"] and c["overwrite"]), "overwrite", "cannot be combined with --resume")
+    need(c["repeats"] * 10 >= c["batch_size"], "batch_size", "exceeds the examples per epoch")
+    return c
+
+
+def save_reconstructions(path, inputs, outputs, targets):
+    """PNG grid: per pattern, the corrupted input, the output spikes and the target (rows =
+    patterns; each panel channels x time)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(inputs)
+    fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.4 * n), squeeze=False)
+    for i in range(n):
+        for j, (img, title) in enumerate(((inputs[i], "corrupted input"),
+                                          (outputs[i], "output spikes"),
+                                          (targets[i], "target (delayed)"))):
+            ax = axes[i, j]
+            ax.imshow(np.asarray(img).T, cmap="gray_r", aspect="auto", interpolation="nearest",
+                      vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(title, fontsize=9)
+        axes[i, 0].set_ylabel(f"pattern {i}", fontsize=8)
+    fig.tight_layout()
+    tmp = Path(path).with_name(f".{Path(path).stem}.tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def train(config, patterns=None, callbacks=()):
+    """Train per ``config``; returns the results dict also written to ``results.json``.
+
+    ``patterns`` optionally replaces the data file (float ``[P, channels, steps]`` binary).
+    """
+    c = resolve(config)
+    run = runs.RunDir(c["run_dir"])
+    run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"])
+    keras.utils.set_random_seed(c["seed"])
+    patterns = load_patterns(c["data_path"]) if patterns is None else np.asarray(patterns,
+                                                                                   np.float32)
+    steps = len(patterns) * c["repeats"] // c["batch_size"]
+    dev = epoch_maker(patterns, c, c["seed"] + DEV_SEED_OFFSET, c["eval_repeats"], False)
+    test = epoch_maker(patterns, c, c["seed"] + TEST_SEED_OFFSET, c["eval_repeats"], False)
+    val_ds = dev(tf.constant(0, tf.int64))
+    timer = runs.EpochTimer()
+    start = time.perf_counter()
+    model = runs.fit(run, lambda: build_model(c, steps, patterns),
+                     epoch_maker(patterns, c, c["seed"], c["repeats"]), steps, c["epochs"],
+                     c["resume"], val_ds=val_ds, callbacks=[timer, *callbacks],
+                     tensorboard=c["tensorboard"], verbose=c["verbose"])
+    runs.atomic_save_model(model, run.model)
+    test_loss = float(model.evaluate(test(tf.constant(0, tf.int64)), verbose=0))
+    results = dict(test_loss=test_loss, silent_loss=silent_loss(patterns, c),
+                   reported_test_loss=0.0042, epochs=c["epochs"],
+                   test_examples=len(patterns) * c["eval_repeats"] // c["batch_size"]
+                   * c["batch_size"],
+                   seconds_per_epoch=(float(np.mean(timer.seconds)) if timer.seconds else None),
+                   epoch_seconds=[float(s) for s in timer.seconds],
+                   seconds_total=time.perf_counter() - start)
+    if c["png"]:
+        items = [make_item(patterns, c, c["seed"] + TEST_SEED_OFFSET, 0, k)
+                 for k in range(len(patterns))]
+        x = np.stack([i[0] for i in items])
+        out = model.predict(x, batch_size=c["batch_size"], verbose=0)
+        png = run.path / "reconstructions.png"
+        save_reconstructions(png, x, out, np.stack([i[1] for i in items]))
+        results["reconstructions_png"] = str(png)
+        results["pattern_losses"] = [float(v) for v in iir_models.FilteredMSE(
+            c["tau_m"], c["tau_s"], reduction=None)(np.stack([i[1] for i in items]), out)]
+    runs.atomic_write_json(run.results, results)
+    return results
+
+
+def summary_line(c, results):
+    return (f"final: method=associative_memory test_loss={results['test_loss']:.5f} "
+            f"(all-silent {results['silent_loss']:.5f}, original 0.0042) "
+            f"epochs={results['epochs']} run_dir={c['run_dir']}")

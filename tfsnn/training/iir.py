@@ -1,0 +1,182 @@
+"""Direct training of the IIR-synapse SNNs (spec iir_and_proxy.md §A.3-§A.5): ``train(config)``.
+
+``config`` is a dict with the keys of ``DEFAULTS`` (the ``--method iir`` flags of
+``scripts/train_snn.py``). Data: ``tfsnn.data.load(dataset)``, pixels ``/255`` (no
+normalisation); the last ``validation_examples`` training images are the dev split. Loss:
+softmax cross-entropy on the output spike counts; accuracy: ``argmax`` of the counts (first index
+wins ties). Adam (eps 1e-8) with a MultiStepLR schedule (``lr_milestones`` in epochs, factor
+``lr_gamma``). ``state="carry"`` keeps the neuron / filter states across minibatches (fixed batch
+size: every split drops its last partial batch). The test split is evaluated with the final
+model (upstream picks the best-dev epoch).
+"""
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfsnn import data, iir_models, runs
+from tfsnn.layers.filters import DualExpIIR
+
+DEFAULTS = dict(
+    model="snn_mlp_1", dataset="fashion_mnist", encoding="copy", timesteps=25, state="zero",
+    tau_m=4.0, tau_s=1.0, dropout=0.3, epochs=100, batch_size=64, learning_rate=1e-4,
+    lr_milestones=(50, 100), lr_gamma=0.1, validation_examples=10000, max_train_examples=0,
+    max_test_examples=0, seed=2, run_dir=None, resume=False, overwrite=False,
+    strategy="default", tensorboard=True, verbose=1)
+IDENTITY_KEYS = ("model", "dataset", "encoding", "timesteps", "state", "tau_m", "tau_s")
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+def resolve(config):
+    """Fill defaults and ``run_dir`` and validate; ``runs.ConfigError`` names the bad flag."""
+    unknown = set(config) - set(DEFAULTS)
+    if unknown:
+        raise runs.ConfigError(f"unknown option(s): {sorted(unknown)}")
+    c = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+
+    def need(ok, flag, msg):
+        if not ok:
+            raise runs.ConfigError(f"--{flag}={c[flag]!r}: {msg}")
+
+    need(c["model"] in iir_models.IIR_MODELS, "model",
+         f"must be one of {', '.join(iir_models.IIR_MODELS)}")
+    need(c["dataset"] in ("mnist", "fashion_mnist"), "dataset", "must be mnist or fashion_mnist")
+    need(c["encoding"] in iir_models.ENCODINGS, "encoding",
+         f"must be one of {', '.join(iir_models.ENCODINGS)}")
+    need(c["state"] in ("zero", "carry"), "state", "must be zero or carry")
+    for flag in ("timesteps", "epochs", "batch_size"):
+        need(int(c[flag]) == c[flag] and c[flag] >= 1, flag, "must be an integer >= 1")
+    for flag in ("tau_m", "tau_s", "learning_rate", "lr_gamma"):
+        need(c[flag] > 0, flag, "must be > 0")
+    need(c["tau_m"] != c["tau_s"], "tau_s", "must differ from --tau_m")
+    need(0.0 <= c["dropout"] < 1.0, "dropout", "must be in [0, 1)")
+    c["lr_milestones"] = parse_milestones(c["lr_milestones"], need)
+    for flag in ("validation_examples", "max_train_examples", "max_test_examples"):
+        need(c[flag] >= 0, flag, "must be >= 0 (0 = none / all)")
+    need(c["strategy"] in STRATEGIES, "strategy", f"must be one of {', '.join(STRATEGIES)}")
+    need(not (c["resume"] and c["overwrite"]), "overwrite", "cannot be combined with --resume")
+    c["run_dir"] = c["run_dir"] or f"logs/iir_{c['model']}_{c['dataset']}_{c['encoding']}_{c['state']}"
+    return c
+
+
+def parse_milestones(v, need, flag="lr_milestones"):
+    """``"50,100"`` or a sequence -> sorted list of epoch numbers (``need`` reports errors)."""
+    try:
+        ms = [int(m) for m in (v.split(",") if isinstance(v, str) else v) if str(m).strip()]
+    except (TypeError, ValueError):
+        ms = None
+    need(ms is not None and ms == sorted(ms) and all(m >= 1 for m in ms), flag,
+         "must be increasing epoch numbers >= 1, e.g. 50,100")
+    return ms
+
+
+def multistep_lr(lr, milestones, gamma, steps_per_epoch):
+    """PyTorch MultiStepLR (stepped per epoch) as a per-step piecewise-constant schedule."""
+    if not milestones:
+        return lr
+    return keras.optimizers.schedules.PiecewiseConstantDecay(
+        [int(m * steps_per_epoch) for m in milestones],
+        [lr * gamma ** i for i in range(len(milestones) + 1)])
+
+
+def split_data(c):
+    """``(train, val_or_None, test)`` uint8 arrays per the subset flags."""
+    (x, y), test = data.load(c["dataset"])
+    nval = min(c["validation_examples"], len(x) // 5)
+    train, val = (x[:len(x) - nval], y[:len(x) - nval]), (x[len(x) - nval:], y[len(x) - nval:])
+    if c["max_train_examples"]:
+        train = tuple(a[:c["max_train_examples"]] for a in train)
+    if c["max_test_examples"]:
+        test = tuple(a[:c["max_test_examples"]] for a in test)
+    return train, (val if nval else None), test
+
+
+def to_float(images):
+    """uint8 ``[B, H, W, C]`` -> float32 in [0, 1] (``x/255``, as ToTensor)."""
+    return tf.cast(images, tf.float32) / 255.0
+
+
+def epoch_maker(x, y, batch_size, seed, drop_remainder):
+    """``epoch -> dataset`` with a permutation that depends only on (seed, epoch)."""
+    x, y = tf.constant(x), tf.constant(y)
+    n = int(x.shape[0])
+
+    def make(epoch):
+        perm = tf.random.experimental.stateless_shuffle(
+            tf.range(n), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+        return tf.data.Dataset.from_tensor_slices(perm).batch(
+            batch_size, drop_remainder=drop_remainder).map(
+            lambda i: (to_float(tf.gather(x, i)), tf.gather(y, i)))
+    return make
+
+
+def eval_dataset(x, y, batch_size, drop_remainder=False):
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(
+        batch_size, drop_remainder=drop_remainder).map(
+        lambda a, b: (to_float(a), b)).prefetch(tf.data.AUTOTUNE)
+
+
+def build_model(c, steps_per_epoch):
+    """The compiled IIR model of a config."""
+    model = iir_models.iir_model(
+        c["model"], timesteps=c["timesteps"], encoding=c["encoding"], tau_m=c["tau_m"],
+        tau_s=c["tau_s"], dropout=c["dropout"], state=c["state"],
+        batch_size=c["batch_size"] if c["state"] == "carry" else None)
+    lr = multistep_lr(c["learning_rate"], c["lr_milestones"], c["lr_gamma"], steps_per_epoch)
+    model.compile(optimizer=keras.optimizers.Adam(lr, epsilon=1e-8),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    return model
+
+
+def filter_stability(model):
+    """``{layer name: fraction of stable per-element filters}`` of the dual-exp synapses."""
+    return {l.name: float(l.stability()) for l in model.layers if isinstance(l, DualExpIIR)}
+
+
+def train(config, arrays=None, callbacks=()):
+    """Train per ``config``; returns the results dict also written to ``results.json``.
+
+    ``arrays`` optionally replaces the loader: ``(train, val_or_None, test)`` tuples of
+    ``(uint8 images [N, 28, 28, 1], int labels [N])``.
+    """
+    c = resolve(config)
+    strategy = runs.get_strategy(c["strategy"])
+    run = runs.RunDir(c["run_dir"])
+    run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"])
+    keras.utils.set_random_seed(c["seed"])
+    (xtr, ytr), val, (xte, yte) = arrays or split_data(c)
+    drop = c["state"] == "carry"
+    bs = c["batch_size"]
+    steps = len(xtr) // bs if drop else runs.steps_for(len(xtr), bs)
+    if steps < 1:
+        raise runs.ConfigError(f"--batch_size={bs}: larger than the {len(xtr)} training images")
+    val_ds = None if val is None else eval_dataset(*val, bs, drop)
+    timer = runs.EpochTimer()
+    start = time.perf_counter()
+    model = runs.fit(run, lambda: build_model(c, steps),
+                     epoch_maker(xtr, ytr, bs, c["seed"], drop), steps, c["epochs"], c["resume"],
+                     val_ds=val_ds, strategy=strategy, callbacks=[timer, *callbacks],
+                     tensorboard=c["tensorboard"], verbose=c["verbose"])
+    runs.atomic_save_model(model, run.model)
+    loss, acc = model.evaluate(eval_dataset(xte, yte, bs, drop), verbose=0)
+    results = dict(
+        test_accuracy=float(acc), test_loss=float(loss),
+        test_examples=int(len(xte) // bs * bs if drop else len(xte)),
+        train_examples=int(len(xtr)), epochs=c["epochs"], model=c["model"],
+        dataset=c["dataset"], encoding=c["encoding"], state=c["state"],
+        seconds_per_epoch=(float(np.mean(timer.seconds)) if timer.seconds else None),
+        epoch_seconds=[float(s) for s in timer.seconds],
+        seconds_total=time.perf_counter() - start, filter_stability=filter_stability(model))
+    runs.atomic_write_json(run.results, results)
+    return results
+
+
+def summary_line(c, results):
+    """One-line final summary for a script."""
+    spe = results.get("seconds_per_epoch")
+    return (f"final: method=iir model={c['model']} dataset={c['dataset']} "
+            f"encoding={c['encoding']} state={c['state']} test_accuracy="
+            f"{results['test_accuracy']:.4f} epochs={results['epochs']}"
+            + (f" time/epoch={spe:.1f}s" if spe else "") + f" run_dir={c['run_dir']}")

@@ -1,0 +1,175 @@
+"""Proxy learning (Kheradpisheh et al.; spec iir_and_proxy.md Part B, §C.3): ``train(config)``.
+
+The IF SNN and the ReLU ANN share every kernel and BatchNorm gamma/beta (``ProxyNet``); the
+SNN's output spike counts replace the ANN's output in ``L = mean((o - one_hot(y))^2)`` and the
+error is backpropagated through the ANN. BatchNorm statistics are separate per branch, trained
+in epoch 0 and frozen from epoch ``freeze_bn_after`` on (``FreezeBatchNorm``); gamma/beta keep
+training. Adam(lr 1e-4, betas (0.8, 0.99), eps 1e-8) plus PyTorch's coupled L2
+(``weight_decay`` 1e-6 added to the gradient), constant lr, batch 100 (last partial batch
+dropped), train augmentation RandomCrop(26) + Pad(1), pixels ``/255``. Each epoch's test
+evaluation is the history's ``val_*`` columns (the notebook's per-epoch test curve);
+``strict_accuracy`` (ties wrong) is the headline metric, ``argmax_accuracy`` (first index wins)
+and ``lenient_accuracy`` (ties right, the notebook's "Final Result") are reported beside it.
+
+``width`` scales every layer (128 = the paper's Fashion-MNIST network, 19.6 M parameters).
+"""
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfsnn import data, iir_models, runs
+from tfsnn.training.iir import eval_dataset, to_float
+
+DEFAULTS = dict(
+    dataset="fashion_mnist", width=128, timesteps=15, threshold=2.0, epochs=100, batch_size=100,
+    learning_rate=1e-4, beta_1=0.8, beta_2=0.99, epsilon=1e-8, weight_decay=1e-6,
+    freeze_bn_after=1, augment=True, rate_target=False, max_train_examples=0,
+    max_test_examples=0, seed=2020, run_dir=None, resume=False, overwrite=False,
+    strategy="default", tensorboard=True, verbose=1)
+IDENTITY_KEYS = ("dataset", "width", "timesteps", "threshold", "rate_target")
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+class FreezeBatchNorm(keras.callbacks.Callback):
+    """Sets ``ProxyNet.bn_update`` at each epoch start: 1 (BN training mode) before
+    ``after_epochs``, 0 (statistics frozen) from then on; right on resumed runs too."""
+
+    def __init__(self, after_epochs=1):
+        super().__init__()
+        self.after_epochs = int(after_epochs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.bn_update.assign(1.0 if epoch < self.after_epochs else 0.0)
+
+
+def resolve(config):
+    """Fill defaults and ``run_dir`` and validate; ``runs.ConfigError`` names the bad flag."""
+    unknown = set(config) - set(DEFAULTS)
+    if unknown:
+        raise runs.ConfigError(f"unknown option(s): {sorted(unknown)}")
+    c = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+
+    def need(ok, flag, msg):
+        if not ok:
+            raise runs.ConfigError(f"--{flag}={c[flag]!r}: {msg}")
+
+    need(c["dataset"] in ("mnist", "fashion_mnist"), "dataset", "must be mnist or fashion_mnist")
+    for flag in ("width", "timesteps", "epochs", "batch_size"):
+        need(int(c[flag]) == c[flag] and c[flag] >= 1, flag, "must be an integer >= 1")
+    for flag in ("threshold", "learning_rate", "epsilon"):
+        need(c[flag] > 0, flag, "must be > 0")
+    for flag in ("beta_1", "beta_2"):
+        need(0.0 <= c[flag] < 1.0, flag, "must be in [0, 1)")
+    need(c["weight_decay"] >= 0, "weight_decay", "must be >= 0")
+    need(int(c["freeze_bn_after"]) == c["freeze_bn_after"] and c["freeze_bn_after"] >= 0,
+         "freeze_bn_after", "must be an integer >= 0 (epochs of BN training)")
+    for flag in ("max_train_examples", "max_test_examples"):
+        need(c[flag] >= 0, flag, "must be >= 0 (0 = all)")
+    need(c["strategy"] in STRATEGIES, "strategy", f"must be one of {', '.join(STRATEGIES)}")
+    need(not (c["resume"] and c["overwrite"]), "overwrite", "cannot be combined with --resume")
+    c["run_dir"] = c["run_dir"] or f"logs/proxy_{c['dataset']}_w{c['width']}_T{c['timesteps']}"
+    return c
+
+
+def augment(images, seeds):
+    """RandomCrop(26) then Pad(1) per image, float ``[B, 28, 28, C]``; ``seeds`` ``[B, 2]``."""
+    def one(args):
+        img, s = args
+        crop = tf.image.stateless_random_crop(img, [26, 26, tf.shape(img)[-1]], s)
+        return tf.pad(crop, [[1, 1], [1, 1], [0, 0]])
+    return tf.map_fn(one, (images, seeds), fn_output_signature=images.dtype)
+
+
+def epoch_maker(x, y, c):
+    """``epoch -> dataset`` of augmented batches; order and crops depend only on (seed, epoch)."""
+    x, y = tf.constant(x), tf.constant(y)
+    n, bs, seed = int(x.shape[0]), c["batch_size"], c["seed"]
+
+    def make(epoch):
+        key = tf.stack([tf.constant(seed, tf.int64), epoch])
+        perm = tf.random.experimental.stateless_shuffle(tf.range(n), seed=key)
+
+        def batch(i):
+            img = to_float(tf.gather(x, i))
+            if c["augment"]:
+                s = tf.stack([tf.cast(i, tf.int64), tf.fill(tf.shape(i), epoch + 7919 * seed)], 1)
+                img = augment(img, s)
+            return img, tf.gather(y, i)
+        return tf.data.Dataset.from_tensor_slices(perm).batch(bs, drop_remainder=True).map(batch)
+    return make
+
+
+def build_model(c):
+    model = iir_models.proxy_fashion_mnist(
+        width=c["width"], timesteps=c["timesteps"], threshold=c["threshold"],
+        weight_decay=c["weight_decay"], rate_target=c["rate_target"])
+    model.compile(optimizer=keras.optimizers.Adam(c["learning_rate"], beta_1=c["beta_1"],
+                                                  beta_2=c["beta_2"], epsilon=c["epsilon"]))
+    return model
+
+
+def read_history(path):
+    """``{column: [per-epoch floats]}`` of a run's history.csv (the epoch curve)."""
+    import csv
+    if not path.is_file():
+        return {}
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {})}
+
+
+def train(config, arrays=None, callbacks=()):
+    """Train per ``config``; returns the results dict also written to ``results.json``.
+
+    ``arrays`` optionally replaces the loader: ``((x_train, y_train), (x_test, y_test))`` uint8
+    images ``[N, 28, 28, 1]`` and int labels.
+    """
+    c = resolve(config)
+    strategy = runs.get_strategy(c["strategy"])
+    run = runs.RunDir(c["run_dir"])
+    run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"])
+    keras.utils.set_random_seed(c["seed"])
+    (xtr, ytr), (xte, yte) = arrays or data.load(c["dataset"])
+    if c["max_train_examples"]:
+        xtr, ytr = xtr[:c["max_train_examples"]], ytr[:c["max_train_examples"]]
+    if c["max_test_examples"]:
+        xte, yte = xte[:c["max_test_examples"]], yte[:c["max_test_examples"]]
+    steps = len(xtr) // c["batch_size"]
+    if steps < 1:
+        raise runs.ConfigError(f"--batch_size={c['batch_size']}: larger than the {len(xtr)} "
+                               "training images")
+    test_ds = eval_dataset(xte, yte, c["batch_size"])
+    timer = runs.EpochTimer()
+    start = time.perf_counter()
+    model = runs.fit(run, lambda: build_model(c), epoch_maker(xtr, ytr, c), steps, c["epochs"],
+                     c["resume"], val_ds=test_ds, strategy=strategy,
+                     callbacks=[FreezeBatchNorm(c["freeze_bn_after"]), timer, *callbacks],
+                     tensorboard=c["tensorboard"], verbose=c["verbose"])
+    runs.atomic_save_model(model, run.model)
+    ev = model.evaluate(test_ds, verbose=0, return_dict=True)
+    hist = read_history(run.history)
+    results = dict(
+        test_strict_accuracy=float(ev["strict_accuracy"]),
+        test_argmax_accuracy=float(ev["argmax_accuracy"]),
+        test_lenient_accuracy=float(ev["lenient_accuracy"]), test_loss=float(ev["loss"]),
+        test_examples=int(len(xte)), train_examples=int(steps * c["batch_size"]),
+        epochs=c["epochs"], width=c["width"], timesteps=c["timesteps"],
+        epoch_curve={k: hist[k] for k in ("strict_accuracy", "val_strict_accuracy",
+                                          "val_argmax_accuracy", "val_lenient_accuracy",
+                                          "loss", "val_loss") if k in hist},
+        seconds_per_epoch=(float(np.mean(timer.seconds)) if timer.seconds else None),
+        epoch_seconds=[float(s) for s in timer.seconds],
+        seconds_total=time.perf_counter() - start)
+    runs.atomic_write_json(run.results, results)
+    return results
+
+
+def summary_line(c, results):
+    spe = results.get("seconds_per_epoch")
+    return (f"final: method=proxy dataset={c['dataset']} width={c['width']} T={c['timesteps']} "
+            f"test_strict_accuracy={results['test_strict_accuracy']:.4f} (argmax "
+            f"{results['test_argmax_accuracy']:.4f}, lenient {results['test_lenient_accuracy']:.4f})"
+            f" epochs={results['epochs']}" + (f" time/epoch={spe:.1f}s" if spe else "")
+            + f" run_dir={c['run_dir']}")
