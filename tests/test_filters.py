@@ -1,0 +1,182 @@
+"""IIR synapse filters (spec iir_and_proxy.md §A.2.1-§A.2.3, invariants D.1.1-D.1.4, D.1.8-D.1.9)."""
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfsnn.layers import filters as F
+
+
+def impulse(t, n=1, dtype=np.float32):
+    x = np.zeros((1, t, n), dtype)
+    x[0, 0] = 1.0
+    return x
+
+
+@pytest.mark.parametrize("taus", [(4.0, 1.0), (8.0, 2.0)])
+def test_dual_exp_impulse_response_closed_form(taus):
+    tm, ts = taus
+    h = F.DualExpIIR(tm, ts)(impulse(60)).numpy()[0, :, 0]
+    n = np.arange(60)
+    np.testing.assert_allclose(h, np.exp(-(n + 1) / tm) - np.exp(-(n + 1) / ts), atol=1e-6)
+    assert h[0] == pytest.approx(F.dual_exp_coefficients(tm, ts)[2], abs=1e-7)
+
+
+def test_coefficient_table():
+    np.testing.assert_allclose(F.dual_exp_coefficients(4, 1), (1.146680, -0.286505, 0.410921),
+                               atol=1e-6)
+    np.testing.assert_allclose(F.dual_exp_coefficients(8, 2), (1.489028, -0.535261, 0.275966),
+                               atol=1e-6)
+    assert F.dual_exp_peak_gain(4, 1) == pytest.approx(2.116535, abs=1e-6)
+
+
+def test_iir_equals_two_state_form_advanced_one_step():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 40, 5))
+    a, b = math.exp(-1 / 4), math.exp(-1 / 1)
+    y, _ = F.iir2(tf.constant(x), *F.dual_exp_coefficients(4, 1))
+    m = s = np.zeros((3, 5))
+    ref = []
+    for t in range(40):  # m[t] = a m + x, s[t] = b s + x; the IIR output is a*m - b*s
+        m, s = a * m + x[:, t], b * s + x[:, t]
+        ref.append(a * m - b * s)  # = (m - s) of the next step with zero input
+    np.testing.assert_allclose(y.numpy(), np.stack(ref, 1), atol=1e-12)
+
+
+@pytest.mark.parametrize("taus,gain", [((4.0, 1.0), 2.93883), ((8.0, 2.0), 5.96892)])
+def test_dual_exp_dc_gain(taus, gain):
+    step = F.DualExpIIR(*taus)(np.ones((1, 400, 1), np.float32)).numpy()[0, :, 0]
+    a, b = math.exp(-1 / taus[0]), math.exp(-1 / taus[1])
+    assert a / (1 - a) - b / (1 - b) == pytest.approx(gain, abs=1e-5)
+    assert step[-1] == pytest.approx(gain, abs=1e-4)
+    if taus == (4.0, 1.0):
+        assert step[24] == pytest.approx(2.93204, abs=1e-4)
+
+
+def test_first_order_low_pass():
+    layer = F.FirstOrderLowPass(4.0)
+    h = layer(impulse(30)).numpy()[0, :, 0]
+    alpha = math.exp(-1 / 4)
+    np.testing.assert_allclose(h, alpha ** np.arange(30), atol=1e-6)
+    dc = layer(np.ones((1, 300, 1), np.float32)).numpy()[0, -1, 0]
+    assert dc == pytest.approx(1 / (1 - alpha), abs=1e-4)
+    assert 1 / (1 - alpha) == pytest.approx(4.52081, abs=1e-5)
+
+
+def test_readout_filter_kernel():
+    h = F.DualExpReadoutFilter(8, 2)(impulse(40)).numpy()[0, :, 0]
+    assert h[0] == 0.0
+    assert int(np.argmax(h)) == 4
+    assert h[4] == pytest.approx(0.9973, abs=1e-4)
+    np.testing.assert_allclose(h[1:4], (0.584, 0.870, 0.982), atol=1e-3)
+    assert not F.DualExpReadoutFilter(8, 2).trainable_weights
+
+
+def test_scan_equals_python_unrolled_and_gradients_match_finite_differences():
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.normal(size=(2, 12, 3)))
+    w = tf.constant(rng.normal(size=(2, 12, 3)))
+    coef = [tf.Variable(np.full(3, v)) for v in F.dual_exp_coefficients(4, 1)]
+
+    def unrolled(a1, a2, b1):
+        y1 = y2 = tf.zeros_like(x[:, 0])
+        out = []
+        for t in range(12):
+            y = a1 * y1 + a2 * y2 + b1 * x[:, t]
+            out.append(y)
+            y1, y2 = y, y1
+        return tf.stack(out, 1)
+
+    with tf.GradientTape() as tape:
+        y, _ = F.iir2(x, *coef)
+        loss = tf.reduce_sum(w * y ** 2)
+    grads = tape.gradient(loss, coef)
+    np.testing.assert_array_equal(y.numpy(), unrolled(*coef).numpy())
+    eps = 1e-6
+    for k in range(3):
+        for j in range(3):
+            def f(d):
+                c = [v.numpy().copy() for v in coef]
+                c[k][j] += d
+                yy, _ = F.iir2(x, *[tf.constant(v) for v in c])
+                return float(tf.reduce_sum(w * yy ** 2))
+            fd = (f(eps) - f(-eps)) / (2 * eps)
+            assert grads[k].numpy()[j] == pytest.approx(fd, rel=1e-5, abs=1e-8)
+
+
+LAYERS = [lambda **k: F.DualExpIIR(4, 1, **k), lambda **k: F.FirstOrderLowPass(4, **k),
+          lambda **k: F.DualExpReadoutFilter(8, 2, **k)]
+
+
+@pytest.mark.parametrize("make", LAYERS)
+def test_carry_equals_concatenated_input_and_zero_is_stateless(make):
+    rng = np.random.default_rng(2)
+    x = rng.random((4, 20, 3)).astype(np.float32)
+    whole = make()(x).numpy()
+    carry = make(state="carry", batch_size=4)
+    y1, y2 = carry(x[:, :9]).numpy(), carry(x[:, 9:]).numpy()
+    np.testing.assert_allclose(np.concatenate([y1, y2], 1), whole, atol=1e-6)
+    # explicit state in / out does the same in zero mode
+    zero = make()
+    a, st = zero(x[:, :9], return_state=True)
+    b = zero(x[:, 9:], initial_state=st)
+    np.testing.assert_allclose(np.concatenate([a, b], 1), whole, atol=1e-6)
+    # zero mode: a call does not depend on the previous one
+    np.testing.assert_array_equal(zero(x[:, 9:]).numpy(), make()(x[:, 9:]).numpy())
+    carry.reset_states()
+    np.testing.assert_allclose(carry(x[:, :9]).numpy(), y1, atol=0)
+
+
+def test_carry_state_is_detached():
+    """Truncated BPTT: the second call's gradient equals that of a call from a constant state."""
+    layer = F.DualExpIIR(4, 1, state="carry", batch_size=2)
+    x = tf.constant(np.random.default_rng(4).random((2, 5, 3)), tf.float32)
+    layer(x)
+    start = [tf.constant(v.numpy()) for v in layer.carry]
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(x) ** 2)
+    g = tape.gradient(loss, layer.trainable_weights)
+    with tf.GradientTape() as tape:
+        coef = [tf.cast(w, tf.float32) for w in (layer.alpha_1, layer.alpha_2, layer.beta_1)]
+        loss2 = tf.reduce_sum(F.iir2(x, *coef, initial_state=start)[0] ** 2)
+    g2 = tape.gradient(loss2, layer.trainable_weights)
+    for a, b in zip(g, g2):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="state"):
+        F.DualExpIIR(state="keep")
+    with pytest.raises(ValueError, match="batch_size"):
+        F.DualExpIIR(state="carry")
+    with pytest.raises(ValueError, match="tau"):
+        F.DualExpIIR(2.0, 2.0)
+    with pytest.raises(ValueError, match="tau"):
+        F.FirstOrderLowPass(0.0)
+
+
+def test_keras_round_trip(tmp_path):
+    inp = keras.Input((10, 6))
+    h = F.DualExpIIR(4, 1, name="a")(inp)
+    h = F.FirstOrderLowPass(3, name="b")(h)
+    out = F.DualExpReadoutFilter(8, 2, name="c")(h)
+    model = keras.Model(inp, out)
+    model.get_layer("a").alpha_1.assign(np.linspace(0.5, 1.2, 6))
+    x = np.random.default_rng(3).random((2, 10, 6)).astype(np.float32)
+    model.save(tmp_path / "m.keras")
+    back = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(back(x).numpy(), model(x).numpy())
+    assert back.get_layer("a").get_config()["tau_m"] == 4.0
+    assert float(back.get_layer("a").stability()) == pytest.approx(1.0)
+
+
+def test_carry_layer_round_trip(tmp_path):
+    inp = keras.Input((5, 3), batch_size=2)
+    model = keras.Model(inp, F.DualExpIIR(4, 1, state="carry", batch_size=2, name="a")(inp))
+    x = np.ones((2, 5, 3), np.float32)
+    model(x)
+    model.save(tmp_path / "c.keras")
+    back = keras.models.load_model(tmp_path / "c.keras")
+    np.testing.assert_allclose(back(x).numpy(), model(x).numpy(), atol=1e-6)  # carried state
