@@ -72,11 +72,13 @@ def parse_milestones(v, need, flag="lr_milestones"):
 
 
 def multistep_lr(lr, milestones, gamma, steps_per_epoch):
-    """PyTorch MultiStepLR (stepped per epoch) as a per-step piecewise-constant schedule."""
+    """PyTorch MultiStepLR (stepped per epoch) as a per-step piecewise-constant schedule: epoch
+    ``e`` (0-based, optimizer steps ``e*S .. e*S+S-1``) uses ``lr * gamma^#{m <= e}``."""
     if not milestones:
         return lr
+    # Keras keeps values[i] while step <= boundaries[i]
     return keras.optimizers.schedules.PiecewiseConstantDecay(
-        [int(m * steps_per_epoch) for m in milestones],
+        [int(m * steps_per_epoch) - 1 for m in milestones],
         [lr * gamma ** i for i in range(len(milestones) + 1)])
 
 
@@ -152,6 +154,9 @@ def train(config, arrays=None, callbacks=()):
     steps = len(xtr) // bs if drop else runs.steps_for(len(xtr), bs)
     if steps < 1:
         raise runs.ConfigError(f"--batch_size={bs}: larger than the {len(xtr)} training images")
+    if drop and (len(xte) < bs or (val is not None and len(val[0]) < bs)):
+        raise runs.ConfigError(f"--batch_size={bs}: --state=carry needs at least one full batch "
+                               "in the dev and test splits")
     val_ds = None if val is None else eval_dataset(*val, bs, drop)
     timer = runs.EpochTimer()
     start = time.perf_counter()
