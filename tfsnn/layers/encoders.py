@@ -11,6 +11,9 @@
 
 ``poisson_encode(x, T, ..., seed)`` is the functional form; a stateless ``seed`` (an int pair)
 gives identical trains on every call.
+
+The layers' symbolic output shape leaves the time axis dynamic (``[B, None, ...]``) so that a
+sub-model starting at an encoder's output (e.g. threshold balancing) can run any T.
 """
 import keras
 import tensorflow as tf
@@ -63,7 +66,7 @@ class DirectEncoder(keras.layers.Layer):
         return repeat_in_time(x, self.timesteps)
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.timesteps, *input_shape[1:])
+        return (input_shape[0], None, *input_shape[1:])
 
     def get_config(self):
         return {**super().get_config(), "timesteps": self.timesteps}
@@ -93,7 +96,7 @@ class PoissonEncoder(keras.layers.Layer):
         return poisson_encode(x, self.timesteps, self.gain, self.signed, self.strict, uniform=u)
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.timesteps, *input_shape[1:])
+        return (input_shape[0], None, *input_shape[1:])
 
     def get_config(self):
         return {**super().get_config(), "timesteps": self.timesteps, "gain": self.gain,

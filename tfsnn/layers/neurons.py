@@ -270,6 +270,33 @@ class LeeNeuron(LIF):
 
 
 @keras.saving.register_keras_serializable(package="tfsnn")
+class TimeFolded(keras.layers.Wrapper):
+    """Apply a stateless per-frame layer (Conv2D, pooling, Flatten, ...) to ``[B, T, ...]`` by
+    folding time into the batch: one call on ``[B*T, ...]``, reshaped back to ``[B, T, ...]``.
+
+    (``keras.layers.TimeDistributed`` in Keras 3 loops over time instead: T small calls.)
+    """
+
+    def build(self, input_shape):
+        if len(input_shape) < 3:
+            raise ValueError(f"{self.name}: input must be [batch, time, ...], got {input_shape}")
+        if not self.layer.built:
+            self.layer.build((None, *input_shape[2:]))
+        self.built = True
+
+    def call(self, x, training=None):
+        shape = tf.shape(x)
+        frames = tf.reshape(x, tf.concat([[-1], shape[2:]], axis=0))
+        y = self.layer(frames, training=training)
+        inner = [d if d is not None else tf.shape(y)[i + 1] for i, d in enumerate(y.shape[1:])]
+        return tf.reshape(y, [shape[0], shape[1], *inner])
+
+    def compute_output_shape(self, input_shape):
+        inner = self.layer.compute_output_shape((None, *input_shape[2:]))
+        return (input_shape[0], input_shape[1], *inner[1:])
+
+
+@keras.saving.register_keras_serializable(package="tfsnn")
 class TimeConstantDropout(keras.layers.Layer):
     """Dropout whose mask ``[B, 1, ...]`` in ``{0, 1/(1-rate)}`` is drawn once per call and
     shared by every time step of ``[B, T, ...]`` (spec §2.9, §3.7). Identity at inference."""
