@@ -4,6 +4,7 @@ Each function takes numpy arrays and returns a ``matplotlib.figure.Figure``; ``s
 one to disk and ``png_bytes`` encodes it for ``tf.summary.image``.
 
 * ``raster(spikes)``: spike raster of ``[T, N]`` signed events (+1 dots black, -1 red)
+* ``heatmap(matrix)``: e.g. spike counts of neurons x images
 * ``firing_rates(names, rates)``: per-layer bars (spikes per neuron per step)
 * ``accuracy_vs_timestep(acc)``: accuracy at every step, with the ANN's as a line
 * ``sops_vs_accuracy(sops, acc)``: cumulative SOPs per image vs accuracy, with the ANN's MACs
@@ -48,6 +49,22 @@ def raster(spikes, title="spike raster", neuron_labels=None, size=(6.4, 4.0)):
     ax.set_title(title)
     if (s != 0).any():
         ax.legend(loc="upper right", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def heatmap(matrix, xlabel="image", ylabel="neuron", title="spike counts", size=(6.4, 4.0)):
+    """``[rows, cols]`` values as an image with a colour bar (e.g. counts of neurons x images)."""
+    m = np.asarray(matrix, float)
+    if m.ndim != 2:
+        raise ValueError(f"matrix must be 2-D, got shape {m.shape}")
+    fig = _figure(size)
+    ax = fig.add_subplot(1, 1, 1)
+    im = ax.imshow(m, aspect="auto", interpolation="nearest", cmap="viridis")
+    fig.colorbar(im, ax=ax)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     fig.tight_layout()
     return fig
 

@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfsnn import data, models, runs
+from tfsnn.callbacks import SpikeActivity, all_int_probes
 
 DEFAULTS = dict(
     k=0, mode="training", use_ternary=True, dataset="fashion_mnist", full_precision=False,
@@ -21,6 +22,7 @@ DEFAULTS = dict(
 # Keys that define what a run directory holds; a restart must not change them.
 IDENTITY_KEYS = ("k", "use_ternary", "dataset", "model", "full_precision", "qat_backend")
 MODES = ("training", "inference")
+SPIKE_SAMPLE = 32  # test images whose SNN activity is logged to TensorBoard every epoch
 SCHEDULES = ("constant", "cosine")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 BACKENDS = ("tfsnn", "tfmot")
@@ -133,6 +135,10 @@ def train(config, arrays=None, callbacks=()):
     steps = runs.steps_for(len(xtr), c["batch_size"])
     val_ds = None if val is None else data.pipeline(c["dataset"], *val, c["batch_size"], False)
     timer = runs.EpochTimer()
+    if c["tensorboard"] and not c["full_precision"]:
+        sample = data.preprocess(c["dataset"], xte[:SPIKE_SAMPLE], False)
+        callbacks = [*callbacks, SpikeActivity(run.tensorboard, sample,
+                                               lambda m: all_int_probes(m, c["k"]))]
     start = time.perf_counter()
     model = runs.fit(run, lambda: build_model(c, steps),
                      epoch_maker(c["dataset"], xtr, ytr, c["batch_size"], c["seed"]),

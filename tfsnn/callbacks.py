@@ -1,0 +1,125 @@
+"""TensorBoard views of spiking activity.
+
+* ``SpikeActivity``: a Keras callback for training scripts. After every epoch it runs a fixed
+  sample of images through the model and logs, per probed layer, the spike events per neuron per
+  image (scalar), SOPs per image (scalar, when the layer's fan-out is known), a histogram of
+  per-neuron spike counts, and an image of the activity (neurons x images, or a raster when the
+  layer output has a time axis ``[batch, time, ...]``).
+* ``all_int_probes(model, k)``: the probes of an ALL_INT quantized ANN: the ``act<i>`` layers, as
+  the SNN would fire them (a hidden neuron at level a fires 2^k a net spikes; the encoder fires
+  one event per level), with the fan-out of the layer that receives them.
+
+Tags are ``spikes/<layer>/{events_per_neuron,sops_per_image,counts,activity}`` and
+``spikes/total/sops_per_image``; they go to ``<log_dir>/spikes``.
+"""
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfsnn import monitor, plots
+
+
+def consumer_fanout(layer, input_shape):
+    """Fan-out per input neuron of a receiving conv/dense layer: ``[H, W]`` map or an int.
+
+    ``layer`` needs ``kernel_size/strides/padding/filters`` (conv) or ``units`` (dense);
+    ``input_shape`` is the receiving layer's input shape without the batch axis.
+    """
+    if hasattr(layer, "kernel_size"):
+        return monitor.conv_fanout(input_shape[:2], layer.kernel_size, layer.strides,
+                                   layer.padding, layer.filters)
+    if hasattr(layer, "units"):
+        return int(layer.units)
+    raise ValueError(f"cannot compute the fan-out of layer {layer.name!r} "
+                     f"({type(layer).__name__}); supported: conv (kernel_size) and dense (units)")
+
+
+def all_int_probes(model, k):
+    """``{act<i>: (events_per_unit_activation, fanout)}`` of an ALL_INT model (tfsnn.models)."""
+    names = [l.name for l in model.layers if l.name.startswith("act")]
+    probes = {}
+    for i, name in enumerate(names, start=1):
+        receiver = model.get_layer(f"conv{i + 1}") if i < len(names) else model.get_layer("output")
+        shape = model.get_layer(name).output.shape[1:]
+        probes[name] = (1 if i == 1 else 2 ** k, consumer_fanout(receiver, shape))
+    return probes
+
+
+def activity_stats(outputs, scale=1, fanout=None, time_axis=False):
+    """Spike statistics of one layer's output ``[N, ...]`` (``[N, T, ...]`` with ``time_axis``).
+
+    Events are ``scale * |output|`` (for an ANN activation: the net spike count the SNN fires).
+    Returns ``(events per neuron per image (per step with time_axis), SOPs per image or None,
+    per-neuron counts [N, neurons])``; SOPs are events times the fan-out (a map ``[H, W]``
+    broadcast over channels, or an int), summed, per image.
+    """
+    events = scale * np.abs(np.asarray(outputs, np.float64))
+    n = events.shape[0]
+    steps = events.shape[1] if time_axis else 1
+    events_sum = events.sum(axis=1) if time_axis else events
+    sops = None
+    if fanout is not None:
+        fan = np.asarray(fanout, np.float64)
+        fan = fan[..., None] if fan.ndim == 2 else fan
+        sops = float((events_sum * fan).sum() / n)
+    counts = events_sum.reshape(n, -1)
+    return float(counts.mean() / steps), sops, counts
+
+
+class SpikeActivity(keras.callbacks.Callback):
+    """Logs spiking activity of probed layers on a fixed image sample after every epoch.
+
+    Args:
+      log_dir: TensorBoard directory (events go to ``<log_dir>/spikes``).
+      images: the fixed sample, preprocessed model inputs ``[n, ...]``.
+      probes: ``{layer_name: (scale, fanout or None)}`` (e.g. ``all_int_probes``), or a function
+        ``model -> probes`` called when training starts.
+      max_neurons: neurons shown in the activity images.
+      time_axis: layer outputs are spike trains ``[n, T, ...]``: rates are per step and the
+        image is the raster of the first sample image; otherwise a neurons x images heatmap.
+    """
+
+    def __init__(self, log_dir, images, probes, max_neurons=64, time_axis=False):
+        super().__init__()
+        self.log_dir, self.images, self.probes = str(log_dir), images, probes
+        self.max_neurons, self.time_axis = max_neurons, time_axis
+        self._writer = None
+
+    def _probe_model(self):
+        if callable(self.probes):
+            self.probes = self.probes(self.model)
+        outs = [self.model.get_layer(n).output for n in self.probes]
+        return keras.Model(self.model.input, outs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir + "/spikes")
+            self._probe = self._probe_model()
+        outputs = self._probe(self.images, training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        total = 0.0
+        with self._writer.as_default(step=epoch):
+            for (name, (scale, fanout)), out in zip(self.probes.items(), outputs):
+                out = out.numpy()
+                rate, sops, counts = activity_stats(out, scale, fanout, self.time_axis)
+                tf.summary.scalar(f"spikes/{name}/events_per_neuron", rate)
+                if sops is not None:
+                    tf.summary.scalar(f"spikes/{name}/sops_per_image", sops)
+                    total += sops
+                tf.summary.histogram(f"spikes/{name}/counts", counts.reshape(-1))
+                pick = np.linspace(0, counts.shape[1] - 1,
+                                   min(self.max_neurons, counts.shape[1])).astype(int)
+                if self.time_axis:
+                    train = out[0].reshape(out.shape[1], -1)[:, pick]
+                    fig = plots.raster(train, title=f"{name}: spike raster, image 0")
+                else:
+                    fig = plots.heatmap(counts[:, pick].T,
+                                        title=f"{name}: spike counts per neuron")
+                tf.summary.image(f"spikes/{name}/activity",
+                                 tf.image.decode_png(plots.png_bytes(fig))[None])
+            tf.summary.scalar("spikes/total/sops_per_image", total)
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
