@@ -116,6 +116,7 @@ def test_fine_tuning_smoke_lowers_loss():
     assert after["accuracy"] >= before["accuracy"] - 0.05
     assert np.all(np.isfinite(hist.history["loss"]))
     assert float(snn.get_layer("s0").theta.numpy()) > 0 and snn.losses  # coupled L2 active
+    assert snn.get_layer("fc0").get_config()["kernel_regularizer"] is not None  # kept on reload
 
 
 def test_step_decay():

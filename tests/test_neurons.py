@@ -120,6 +120,23 @@ def test_graph_mode_and_unknown_batch():
     np.testing.assert_array_equal(f(i).numpy(), layer(i).numpy())
 
 
+def test_xla_compiles_and_matches():
+    x = tf.random.stateless_normal((3, 20, 4), seed=(4, 5)) + 0.4
+    t = tf.range(20, dtype=tf.float32)[None, :, None]
+    for kw in (dict(leak=0.9), dict(fire_before_integrate=True, surrogate="stdb"),
+               dict(leak=0.99, reset="zero", surrogate="lee", leak_in_grad=False,
+                    ng_correction=True)):
+        def f(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                o = nr.spike_sequence(x, **kw)
+                loss = tf.reduce_sum(o * t)
+            return o, tape.gradient(loss, x)
+        (o1, g1), (o2, g2) = tf.function(f)(x), tf.function(f, jit_compile=True)(x)
+        np.testing.assert_array_equal(o1.numpy(), o2.numpy())
+        np.testing.assert_allclose(g1.numpy(), g2.numpy(), rtol=1e-5, atol=1e-4)
+
+
 def test_conv_shaped_input():
     rng = np.random.default_rng(2)
     i = tf.constant(rng.normal(0.5, 1.0, (2, 6, 3, 3, 2)), DT)

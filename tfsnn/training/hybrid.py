@@ -134,8 +134,9 @@ def add_coupled_weight_decay(model, weight_decay):
     """PyTorch-style coupled L2: adds ``0.5 * wd * ||W||^2`` per kernel to the loss, i.e.
     ``wd * W`` to the gradient before Adam's normalisation (Keras' ``weight_decay`` is AdamW)."""
     for layer in snn_models.kernel_layers(model):
-        layer.kernel.regularizer = keras.regularizers.L2(0.5 * weight_decay) if weight_decay \
-            else None
+        reg = keras.regularizers.L2(0.5 * weight_decay) if weight_decay else None
+        layer.kernel_regularizer = reg  # in the layer config: survives save / load
+        layer.kernel.regularizer = reg  # active now
 
 
 def compile_for_fine_tuning(snn, learning_rate=1e-4, weight_decay=5e-4, amsgrad=True,
