@@ -180,3 +180,15 @@ def test_carry_layer_round_trip(tmp_path):
     model.save(tmp_path / "c.keras")
     back = keras.models.load_model(tmp_path / "c.keras")
     np.testing.assert_allclose(back(x).numpy(), model(x).numpy(), atol=1e-6)  # carried state
+
+
+def test_unrolled_loop_equals_tf_scan(monkeypatch):
+    rng = np.random.default_rng(5)
+    x = tf.constant(rng.normal(size=(2, 10, 3)))
+    coef = F.dual_exp_coefficients(4, 1)
+    unrolled, st_u = F.iir2(x, *coef)
+    monkeypatch.setattr(F, "UNROLL_MAX", 0)
+    scanned, st_s = F.iir2(x, *coef)
+    np.testing.assert_allclose(unrolled.numpy(), scanned.numpy(), rtol=1e-12, atol=1e-14)
+    for a, b in zip(st_u, st_s):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-14)

@@ -2,7 +2,8 @@
 
 Tensors are ``[batch, time, ...]``; every filter runs elementwise over axis 1 (one filter per
 input element, shared by all its targets: an "axon" filter). The filters are linear, so the
-recurrence is a ``tf.scan`` and autodiff through it gives the exact coefficient gradients.
+recurrence is a ``tf.scan`` (Python-unrolled for short static T, ``time_scan``) and autodiff
+through it gives the exact coefficient gradients.
 
 * ``DualExpIIR(tau_m, tau_s)``: ``y[t] = a1*y[t-1] + a2*y[t-2] + b1*x[t]`` with trainable
   per-element ``a1 = a + b``, ``a2 = -a*b``, ``b1 = a - b`` (``a = exp(-1/tau_m)``,
@@ -50,6 +51,25 @@ def to_time_major(x):
     return tf.transpose(x, _perm(x.shape.rank))
 
 
+UNROLL_MAX = 32
+
+
+def time_scan(fn, elems, initializer):
+    """``tf.scan(fn, elems, initializer)`` over axis 0 (time-major), Python-unrolled when the
+    number of steps is static and <= ``UNROLL_MAX`` (no while-loop overhead per step), else a
+    ``tf.scan``. Same results either way; ``initializer`` may be a tensor or a tuple."""
+    n = elems.shape[0]
+    if n is None or n > UNROLL_MAX:
+        return tf.scan(fn, elems, initializer=initializer)
+    carry, outs = initializer, []
+    for e in tf.unstack(elems):  # (slicing elems[t] would give O(T^2) gradient traffic)
+        carry = fn(carry, e)
+        outs.append(carry)
+    if isinstance(initializer, (tuple, list)):
+        return tuple(tf.stack([o[i] for o in outs]) for i in range(len(initializer)))
+    return tf.stack(outs)
+
+
 def iir2(x, alpha_1, alpha_2, beta_1, initial_state=None):
     """Second-order IIR over axis 1: ``y[t] = a1*y[t-1] + a2*y[t-2] + b1*x[t]``.
 
@@ -67,7 +87,7 @@ def iir2(x, alpha_1, alpha_2, beta_1, initial_state=None):
         p1, p2 = carry
         return alpha_1 * p1 + alpha_2 * p2 + xin, p1
 
-    ys, prev = tf.scan(step, xt, initializer=(y1, y2))
+    ys, prev = time_scan(step, xt, (y1, y2))
     return to_time_major(ys), [ys[-1], prev[-1]]
 
 
@@ -75,7 +95,7 @@ def iir1(x, alpha, initial_state=None):
     """First-order IIR over axis 1: ``y[t] = alpha*y[t-1] + x[t]``; state ``[y[T-1]]``."""
     xt = to_time_major(x)
     y0 = tf.zeros_like(xt[0]) if initial_state is None else tf.cast(initial_state[0], xt.dtype)
-    ys = tf.scan(lambda p, xin: alpha * p + xin, xt, initializer=y0)
+    ys = time_scan(lambda p, xin: alpha * p + xin, xt, y0)
     return to_time_major(ys), [ys[-1]]
 
 
@@ -88,7 +108,7 @@ def dual_exp_readout(x, tau_m=8.0, tau_s=2.0, normalize=True, initial_state=None
         z = tf.zeros_like(xt[0])
         initial_state = (z, z)
     m0, s0 = (tf.cast(s, xt.dtype) for s in initial_state)
-    ms, ss = tf.scan(lambda c, xin: (a * c[0] + xin, b * c[1] + xin), xt, initializer=(m0, s0))
+    ms, ss = time_scan(lambda c, xin: (a * c[0] + xin, b * c[1] + xin), xt, (m0, s0))
     return to_time_major(v0 * (ms - ss)), [ms[-1], ss[-1]]
 
 

@@ -8,7 +8,8 @@ IIR neuron (Fang et al. 2020), fed the filtered PSP ``y`` ``[B, T, ...]``::
     s[t] = H(u[t] - threshold)      (strict: u = threshold gives no spike)
     r[t] = d r[t-1] + reset_amp s[t],   d = exp(-1/tau_m)
 
-Only the reset recursion loops over time (``tf.scan``). The spike is the per-step surrogate op of
+Only the reset recursion loops over time (``time_scan``: unrolled for short T, else ``tf.scan``).
+The spike is the per-step surrogate op of
 ``tfsnn.surrogates``: the paper's surrogate is ``gaussian`` with ``sigma = 0.4`` and peak
 ``gamma = 1/(sqrt(2 pi) sigma)`` applied to ``u - threshold``, i.e. the N(u; threshold, sigma^2)
 pdf (``iir_surrogate``). Gradients flow through the reset (not detached, as upstream).
@@ -23,7 +24,7 @@ import keras
 import tensorflow as tf
 
 from tfsnn import surrogates as sg
-from tfsnn.layers.filters import StatefulSequenceLayer, to_time_major
+from tfsnn.layers.filters import StatefulSequenceLayer, time_scan, to_time_major
 
 
 def iir_surrogate(sigma=0.4):
@@ -51,7 +52,7 @@ def iir_neuron(z, decay, threshold=1.0, reset_amp=1.0, surrogate=None, initial_s
         s = sur.spike(z_t - r - threshold)
         return decay * r + reset_amp * s, s
 
-    rs, ss = tf.scan(step, zt, initializer=(r0, tf.zeros_like(r0)))
+    rs, ss = time_scan(step, zt, (r0, tf.zeros_like(r0)))
     return to_time_major(ss), [rs[-1]]
 
 
@@ -230,7 +231,7 @@ def if_spikes(current, threshold=2.0):
         return v * (1.0 - s), s
 
     z = tf.zeros_like(it[0])
-    _, ss = tf.scan(step, it, initializer=(z, z))
+    _, ss = time_scan(step, it, (z, z))
     return to_time_major(ss)
 
 
