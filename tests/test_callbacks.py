@@ -55,3 +55,39 @@ def test_callback_writes_expected_tags(tmp_path):
     assert steps == [0, 1]
     img = acc.Tensors("spikes/act3/activity")[0].tensor_proto
     assert img.string_val[2][:4] == b"\x89PNG"  # [width, height, png]
+
+
+def test_simulation_views(tmp_path, mnist_test_split):
+    from tfsnn import convert, simulate
+    x = mnist_test_split[0][:40].astype(np.float32) / 256.0
+    y = mnist_test_split[1][:40]
+    ann = models.all_int_model("all_int_lenet", k=0)
+    for _ in range(3):
+        ann(x, training=True)
+    snn = convert.convert(ann, timesteps=12)
+    res = simulate.simulate(snn, x, y, batch_size=20, ann=ann)
+    trains = callbacks.sample_spike_trains(snn, x[:2])
+    assert set(trains) == {f"conv{i}" for i in range(1, 6)}
+    assert trains["conv3"].shape == (2, 12, 8, 8, 64)
+    # the sample's per-step spikes agree with the simulation's counts (first batch of 20 contains them)
+    np.testing.assert_array_equal(np.isin(trains["conv2"], [-1, 0, 1]), True)
+    callbacks.log_simulation(tmp_path / "tb", res, trains)
+    acc = read_tags(tmp_path / "tb")
+    tags = set(acc.Tags()["tensors"])
+    for want in ("snn/accuracy", "snn/ann_accuracy", "snn/conv2/firing_rate",
+                 "snn/conv2/sops_per_image", "snn/output/sops_per_image", "snn/total/sops_per_image",
+                 "snn/conv3/net_counts", "snn/conv3/raster", "snn/conv1/spikes_per_image"):
+        assert want in tags, want
+    steps = [e.step for e in acc.Tensors("snn/accuracy")]
+    assert steps == list(range(1, 13))
+    last = acc.Tensors("snn/total/sops_per_image")[-1]
+    assert float(tf_value(last)) == pytest.approx(res.sops_per_image()["total"])
+    paths = callbacks.save_simulation_plots(tmp_path / "png", res, trains, ann_macs=1e6)
+    names = sorted(p.name for p in paths)
+    assert names[:3] == ["accuracy_vs_timestep.png", "firing_rates.png", "raster_conv1.png"]
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def tf_value(event):
+    import tensorflow as tf
+    return tf.make_ndarray(event.tensor_proto)

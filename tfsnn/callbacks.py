@@ -11,6 +11,10 @@
 
 Tags are ``spikes/<layer>/{events_per_neuron,sops_per_image,counts,activity}`` and
 ``spikes/total/sops_per_image``; they go to ``<log_dir>/spikes``.
+
+For simulation runs of a converted SNN (``tfsnn.simulate``): ``log_simulation`` writes the same
+kind of views with the *time step* as the TensorBoard step, ``save_simulation_plots`` the PNGs,
+and ``sample_spike_trains`` the per-step spikes of a few images for rasters.
 """
 import keras
 import numpy as np
@@ -123,3 +127,111 @@ class SpikeActivity(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self._writer is not None:
             self._writer.close()
+
+
+# ----------------------------------------------------------------------------- simulations
+
+def sample_spike_trains(snn, images, timesteps=None):
+    """Per-step spikes of every spiking layer of a converted SNN on a few images.
+
+    Returns ``{layer_name: int32 [n, T, H, W, C]}`` (encoder events have amplitude 2^k; hidden
+    spikes are -1, 0, +1). Meant for small samples (rasters, histograms).
+    """
+    from tfsnn.convert import split_snn
+    enc, hidden, _ = split_snn(snn)
+    t = enc.timesteps if timesteps is None else int(timesteps)
+    s = enc(tf.constant(images, tf.float32), timesteps=t)
+    out = {enc.name: tf.cast(s, tf.int32).numpy()}
+    for layer in hidden:
+        s = layer(s)
+        out[layer.name] = tf.cast(s, tf.int32).numpy()
+    return out
+
+
+def _neuron_pick(n, count):
+    return np.linspace(0, n - 1, min(count, n)).astype(int)
+
+
+def log_simulation(log_dir, result, trains=None, max_neurons=64):
+    """Write a simulation's activity to TensorBoard, with the time step as the step axis.
+
+    Args:
+      log_dir: TensorBoard directory.
+      result: a ``tfsnn.simulate.SimResult``.
+      trains: optional ``sample_spike_trains`` output for rasters and count histograms.
+    Tags (step t = time steps run, 1..T): ``snn/accuracy`` (and ``snn/ann_accuracy``),
+    ``snn/<layer>/firing_rate`` (events per neuron per image at that step),
+    ``snn/<layer>/spikes_per_image`` and ``snn/<layer>/sops_per_image`` (cumulative),
+    ``snn/total/sops_per_image`` (cumulative); with ``trains``: ``snn/<layer>/net_counts``
+    (histogram at the last step) and ``snn/<layer>/raster`` (image, first sample image).
+    """
+    n = max(result.n_images, 1)
+    events = (result.pos + result.neg).sum(axis=0)  # [L, T]
+    sops = result.sops.sum(axis=0)                    # [R, T]
+    sizes = _layer_sizes(result, trains)
+    writer = tf.summary.create_file_writer(str(log_dir))
+    with writer.as_default():
+        acc = result.accuracy_per_step if result.labels is not None else None
+        for t in range(result.timesteps):
+            step = t + 1
+            if acc is not None:
+                tf.summary.scalar("snn/accuracy", acc[t], step=step)
+                if result.ann_accuracy is not None:
+                    tf.summary.scalar("snn/ann_accuracy", result.ann_accuracy, step=step)
+            for l, name in enumerate(result.layer_names):
+                if sizes.get(name):
+                    tf.summary.scalar(f"snn/{name}/firing_rate", events[l, t] / n / sizes[name],
+                                      step=step)
+                tf.summary.scalar(f"snn/{name}/spikes_per_image", events[l, :step].sum() / n,
+                                  step=step)
+            for r, name in enumerate(result.sop_layer_names):
+                tf.summary.scalar(f"snn/{name}/sops_per_image", sops[r, :step].sum() / n, step=step)
+            tf.summary.scalar("snn/total/sops_per_image", sops[:, :step].sum() / n, step=step)
+        for name, train in (trains or {}).items():
+            net = train.sum(axis=1).reshape(len(train), -1)
+            tf.summary.histogram(f"snn/{name}/net_counts", net.reshape(-1), step=result.timesteps)
+            flat = train[0].reshape(train.shape[1], -1)
+            pick = _neuron_pick(flat.shape[1], max_neurons)
+            fig = plots.raster(flat[:, pick], title=f"{name}: spikes of {len(pick)} neurons, image 0")
+            tf.summary.image(f"snn/{name}/raster", tf.image.decode_png(plots.png_bytes(fig))[None],
+                             step=result.timesteps)
+    writer.close()
+
+
+def _layer_sizes(result, trains):
+    if trains:
+        return {name: int(np.prod(t.shape[2:])) for name, t in trains.items()}
+    return {}
+
+
+def save_simulation_plots(out_dir, result, trains=None, ann_macs=None, max_neurons=64):
+    """PNG figures of a simulation in ``out_dir``; returns their paths.
+
+    ``accuracy_vs_timestep.png`` and ``sops_vs_accuracy.png`` (needs labels),
+    ``firing_rates.png`` (spikes per neuron per image over the run, per layer; needs ``trains``
+    for the layer sizes), and ``raster_<layer>.png`` per layer (with ``trains``).
+    """
+    from pathlib import Path
+    out_dir = Path(out_dir)
+    paths = []
+    n = max(result.n_images, 1)
+    if result.labels is not None:
+        acc = result.accuracy_per_step
+        paths.append(plots.save_png(plots.accuracy_vs_timestep(acc, result.ann_accuracy),
+                                    out_dir / "accuracy_vs_timestep.png"))
+        cum = np.cumsum(result.sops.sum(axis=(0, 1)), dtype=np.float64) / n
+        paths.append(plots.save_png(plots.sops_vs_accuracy(cum, acc, ann_macs, result.ann_accuracy),
+                                    out_dir / "sops_vs_accuracy.png"))
+    sizes = _layer_sizes(result, trains)
+    if sizes:
+        per_image = result.spikes_per_image()
+        names = [m for m in result.layer_names if m in sizes]
+        rates = [per_image[m] / sizes[m] for m in names]
+        paths.append(plots.save_png(plots.firing_rates(names, rates, ylabel="spikes / neuron / image"),
+                                    out_dir / "firing_rates.png"))
+    for name, train in (trains or {}).items():
+        flat = train[0].reshape(train.shape[1], -1)
+        pick = _neuron_pick(flat.shape[1], max_neurons)
+        paths.append(plots.save_png(plots.raster(flat[:, pick], title=f"{name}: image 0"),
+                                    out_dir / f"raster_{name}.png"))
+    return paths
