@@ -126,6 +126,8 @@ def step_decay(learning_rate, epochs, steps_per_epoch, reduce=10.0,
     """Rathi's schedule: ``lr / reduce`` at floor(0.6 E), floor(0.8 E), floor(0.9 E) epochs."""
     # PiecewiseConstantDecay switches *after* a boundary step; optimizer steps count from 0.
     bounds = sorted({int(f * epochs) * int(steps_per_epoch) - 1 for f in at} - {-1})
+    if not bounds:
+        return float(learning_rate)
     values = [learning_rate / reduce ** i for i in range(len(bounds) + 1)]
     return keras.optimizers.schedules.PiecewiseConstantDecay(bounds, values)
 

@@ -1,0 +1,227 @@
+"""Direct SNN training runs behind ``scripts/train_snn.py``: ``--method spike_bp`` (Lee et al.,
+from scratch) or ``--method hybrid`` (Rathi et al.: ANN -> threshold balancing -> STDB
+fine-tuning). Run-dir, checkpoint, resume, TensorBoard and error conventions are
+``tfsnn.runs``'s (shared with ``train_quant.py``).
+
+``train(config, arrays=None)``; ``config`` has the keys of ``DEFAULTS`` (the script's flags).
+Extra files in the run dir for ``hybrid``: ``ann.keras`` (the trained ANN, reused on restart)
+and ``conversion.json`` (thresholds and accuracies before fine-tuning).
+
+Preprocessing (both methods): MNIST / Fashion-MNIST ``pixels / 255`` in [0, 1]; CIFAR-10
+``pixels / 127.5 - 1`` in [-1, 1] (Rathi's normalisation; ``|x|`` is a valid spike rate) with
+random crop (pad 4) and horizontal flip when training.
+"""
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfsnn import data, runs, snn_models
+from tfsnn.training import hybrid, spike_bp
+
+METHODS = ("spike_bp", "hybrid")
+STRATEGIES = ("default", "mirrored", "multi_worker")
+DEFAULTS = dict(
+    method="spike_bp", model=None, dataset="fashion_mnist", timesteps=100, epochs=5,
+    batch_size=32, learning_rate=None, resume=False, overwrite=False, run_dir=None,
+    max_train_examples=0, max_test_examples=0, validation_examples=5000, seed=0,
+    strategy="default", tensorboard=True, verbose=1, leak=None, surrogate=None, fc_widths=None,
+    ann_epochs=10, ann_learning_rate=1e-2, scaling_factor=0.7, balance_examples=512,
+    balance_timesteps=None, weight_decay=5e-4)
+IDENTITY_KEYS = ("method", "model", "dataset", "timesteps", "leak", "surrogate", "fc_widths",
+                 "scaling_factor")
+DEFAULT_MODELS = {("spike_bp", "cifar10"): "spike_bp_vgg9", ("hybrid", "cifar10"): "vgg16"}
+DEFAULT_LR = {"spike_bp": {"spike_bp_lenet": 0.0085, "spike_bp_vgg9": 0.0033,
+                           "resnet11": 0.0025}, "hybrid": {}}
+
+
+def default_run_dir(c):
+    return f"logs/snn_{c['method']}_{c['model']}_{c['dataset']}_T{c['timesteps']}"
+
+
+def resolve(config):
+    """Fill defaults and derived keys and validate every value (``runs.ConfigError``)."""
+    unknown = set(config) - set(DEFAULTS)
+    if unknown:
+        raise runs.ConfigError(f"unknown option(s): {sorted(unknown)}")
+    c = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+
+    def need(ok, flag, msg):
+        if not ok:
+            raise runs.ConfigError(f"--{flag}={c[flag]!r}: {msg}")
+
+    need(c["method"] in METHODS, "method", f"must be one of {', '.join(METHODS)}")
+    need(c["dataset"] in data.DATASETS, "dataset", f"must be one of {', '.join(data.DATASETS)}")
+    c["model"] = c["model"] or DEFAULT_MODELS.get(
+        (c["method"], c["dataset"]), "spike_bp_lenet" if c["method"] == "spike_bp" else "vgg5")
+    need(c["model"] in snn_models.names(), "model",
+         f"must be one of {', '.join(snn_models.names())}")
+    need(c["method"] != "hybrid" or snn_models.FAMILY[c["model"]] == "rathi", "model",
+         "hybrid conversion needs a Rathi architecture (vgg5/9/11/13/16, resnet12/20/34)")
+    for flag in ("timesteps", "epochs", "batch_size", "balance_examples"):
+        need(int(c[flag]) == c[flag] and c[flag] >= 1, flag, "must be an integer >= 1")
+    need(c["ann_epochs"] >= 0, "ann_epochs", "must be >= 0")
+    for flag in ("max_train_examples", "max_test_examples", "validation_examples"):
+        need(c[flag] >= 0, flag, "must be >= 0 (0 = all / none)")
+    c["learning_rate"] = c["learning_rate"] or DEFAULT_LR[c["method"]].get(
+        c["model"], 1e-4 if c["method"] == "hybrid" else 0.0033)
+    for flag in ("learning_rate", "ann_learning_rate", "scaling_factor"):
+        need(c[flag] > 0, flag, "must be > 0")
+    need(c["weight_decay"] >= 0, "weight_decay", "must be >= 0")
+    need(c["leak"] is None or 0 < c["leak"] <= 1, "leak", "must be in (0, 1]")
+    if c["surrogate"] is not None:
+        from tfsnn import surrogates
+        need(c["surrogate"] in surrogates.names(), "surrogate",
+             f"must be one of {', '.join(surrogates.names())}")
+    need(c["balance_timesteps"] is None or c["balance_timesteps"] >= 1, "balance_timesteps",
+         "must be >= 1")
+    if c["fc_widths"] is not None:
+        c["fc_widths"] = [int(w) for w in c["fc_widths"]]
+        need(all(w >= 1 for w in c["fc_widths"]), "fc_widths", "widths must be >= 1")
+    need(c["strategy"] in STRATEGIES, "strategy", f"must be one of {', '.join(STRATEGIES)}")
+    need(not (c["resume"] and c["overwrite"]), "overwrite", "cannot be combined with --resume")
+    c["run_dir"] = c["run_dir"] or default_run_dir(c)
+    return c
+
+
+# ------------------------------------------------------------------ data
+
+def preprocess(name, images, training):
+    """uint8 ``[B, H, W, C]`` -> float32: [0, 1] for the MNISTs, [-1, 1] (+ crop/flip) for CIFAR."""
+    x = tf.cast(images, tf.float32)
+    if name != "cifar10":
+        return x / 255.0
+    x = x / 127.5 - 1.0
+    if training:
+        b = tf.shape(x)[0]
+        x = tf.pad(x, [[0, 0], [4, 4], [4, 4], [0, 0]])
+        x = tf.image.random_crop(x, tf.stack([b, 32, 32, 3]))
+        x = tf.image.random_flip_left_right(x)
+    return x
+
+
+def split_data(c):
+    (x, y), test = data.load(c["dataset"])
+    nval = min(c["validation_examples"], len(x) // 5)
+    train, val = (x[:len(x) - nval], y[:len(x) - nval]), (x[len(x) - nval:], y[len(x) - nval:])
+    if c["max_train_examples"]:
+        train = tuple(a[:c["max_train_examples"]] for a in train)
+    if c["max_test_examples"]:
+        test = tuple(a[:c["max_test_examples"]] for a in test)
+    return train, (val if nval else None), test
+
+
+def epoch_maker(name, x, y, batch_size, seed):
+    """``epoch -> dataset`` whose order depends only on (seed, epoch) (exact resume)."""
+    x, y = tf.constant(x), tf.constant(y)
+    n = int(x.shape[0])
+
+    def make(epoch):
+        perm = tf.random.experimental.stateless_shuffle(
+            tf.range(n), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+        return tf.data.Dataset.from_tensor_slices(perm).batch(batch_size).map(
+            lambda i: (preprocess(name, tf.gather(x, i), True), tf.gather(y, i)))
+    return make
+
+
+def eval_ds(name, x, y, batch_size):
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).map(
+        lambda a, b: (preprocess(name, a, False), b))
+
+
+# ------------------------------------------------------------------ models
+
+def _encoder(c):
+    if c["method"] == "hybrid":
+        return "signed_poisson"
+    return "poisson_half" if c["dataset"] != "cifar10" else "signed_poisson_strict"
+
+
+def make_snn(c, num_classes, shape):
+    kw = {"surrogate": c["surrogate"]} if c["surrogate"] else None
+    return snn_models.snn(c["model"], c["timesteps"], num_classes, shape, encoder=_encoder(c),
+                          leak=c["leak"], neuron_kwargs=kw, fc_widths=c["fc_widths"])
+
+
+def train_ann(c, run, train, num_classes, shape, strategy_steps):
+    """Hybrid stage 1: the bias-free ReLU ANN (SGD 0.9, coupled L2); reused from ``ann.keras``."""
+    path = run.path / "ann.keras"
+    if path.is_file():
+        return keras.models.load_model(path)
+    ann = snn_models.ann(c["model"], num_classes, shape, fc_widths=c["fc_widths"])
+    hybrid.add_coupled_weight_decay(ann, c["weight_decay"])
+    lr = hybrid.step_decay(c["ann_learning_rate"], max(c["ann_epochs"], 1), strategy_steps)
+    ann.compile(optimizer=keras.optimizers.SGD(lr, momentum=0.9),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"])
+    if c["ann_epochs"]:
+        ann.fit(runs.epoch_dataset(epoch_maker(c["dataset"], *train, c["batch_size"],
+                                               c["seed"] + 1), 0, c["ann_epochs"]),
+                epochs=c["ann_epochs"], steps_per_epoch=strategy_steps, shuffle=False,
+                verbose=c["verbose"])
+    runs.atomic_save_model(ann, path)
+    return ann
+
+
+def build(c, run, train, test, steps):
+    """The compiled SNN at epoch 0 (for hybrid: ANN training + conversion first)."""
+    num_classes = data.DATASETS[c["dataset"]]["classes"]
+    shape = data.DATASETS[c["dataset"]]["shape"]
+    snn = make_snn(c, num_classes, shape)
+    if c["method"] == "spike_bp":
+        sched = hybrid.step_decay(c["learning_rate"], c["epochs"], steps, reduce=5.0,
+                                  at=(0.47, 0.67, 0.83))
+        return spike_bp.compile_spike_bp(snn, sched, c["weight_decay"])
+    ann = train_ann(c, run, train, num_classes, shape, steps)
+    images = preprocess(c["dataset"], train[0][:c["balance_examples"]], False)
+    found = hybrid.convert(ann, snn, images=images, scale=c["scaling_factor"],
+                           timesteps=c["balance_timesteps"] or c["timesteps"],
+                           batch_size=c["batch_size"], seed=(c["seed"], 7))
+    sched = hybrid.step_decay(c["learning_rate"], c["epochs"], steps)
+    hybrid.compile_for_fine_tuning(snn, sched, c["weight_decay"])
+    ann_acc = ann.evaluate(eval_ds(c["dataset"], *test, c["batch_size"]), verbose=0)[1]
+    snn_acc = snn.evaluate(eval_ds(c["dataset"], *test, c["batch_size"]), verbose=0)[1]
+    runs.atomic_write_json(run.path / "conversion.json", dict(
+        thresholds_unscaled=found, scaling_factor=c["scaling_factor"],
+        ann_test_accuracy=float(ann_acc), converted_test_accuracy=float(snn_acc)))
+    return snn
+
+
+def train(config, arrays=None):
+    """Train per ``config``; returns the results dict also written to ``results.json``.
+
+    ``arrays``: optional ``(train, val_or_None, test)`` tuples of ``(uint8 images, labels)``
+    replacing the dataset loader.
+    """
+    c = resolve(config)
+    strategy = runs.get_strategy(c["strategy"])
+    run = runs.RunDir(c["run_dir"])
+    run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"])
+    keras.utils.set_random_seed(c["seed"])
+    train_, val, test = arrays or split_data(c)
+    steps = runs.steps_for(len(train_[0]), c["batch_size"])
+    val_ds = None if val is None else eval_ds(c["dataset"], *val, c["batch_size"])
+    timer = runs.EpochTimer()
+    start = time.perf_counter()
+    model = runs.fit(run, lambda: build(c, run, train_, test, steps),
+                     epoch_maker(c["dataset"], *train_, c["batch_size"], c["seed"]), steps,
+                     c["epochs"], c["resume"], val_ds=val_ds, strategy=strategy,
+                     callbacks=[timer], tensorboard=c["tensorboard"], verbose=c["verbose"])
+    runs.atomic_save_model(model, run.model)
+    loss, acc = model.evaluate(eval_ds(c["dataset"], *test, c["batch_size"]), verbose=0)
+    results = dict(test_accuracy=float(acc), test_loss=float(loss),
+                   test_examples=int(len(test[0])), train_examples=int(len(train_[0])),
+                   epochs=c["epochs"], method=c["method"], model=c["model"],
+                   timesteps=c["timesteps"], seconds_total=time.perf_counter() - start,
+                   seconds_per_epoch=float(np.mean(timer.seconds)) if timer.seconds else None)
+    runs.atomic_write_json(run.results, results)
+    return results
+
+
+def summary_line(c, results):
+    spe = results.get("seconds_per_epoch")
+    per_epoch = f"time/epoch={spe:.1f}s " if spe else ""
+    return (f"final: method={c['method']} dataset={c['dataset']} model={c['model']} "
+            f"T={c['timesteps']} test_accuracy={results['test_accuracy']:.4f} epochs="
+            f"{results['epochs']} {per_epoch}run_dir={c['run_dir']}")

@@ -1,0 +1,42 @@
+"""Spike-based backpropagation from scratch (Lee et al. 2020; spec §3.3, §3.8, §4.4).
+
+The network is a ``tfsnn.snn_models`` "lee" architecture (``LeeNeuron``: spike-gated surrogate
+with the NG leak correction, spiking average pools, ``LeakyMeanReadout``). Training uses the
+original's loss and optimiser:
+
+* loss ``sum_batch sum_class (out - onehot)^2`` (``SumSquaredError``; no 1/2, no mean);
+* SGD without momentum (the original parses a momentum flag but never uses it), weight decay
+  5e-4 (coupled and decoupled coincide for plain SGD), lr x0.2 at fixed epochs (``step_decay``).
+"""
+import keras
+import tensorflow as tf
+
+from tfsnn.training.hybrid import step_decay  # noqa: F401  (re-exported for the schedule)
+
+
+@keras.saving.register_keras_serializable(package="tfsnn")
+class SumSquaredError(keras.losses.Loss):
+    """``sum_batch sum_class (y_pred - onehot(y_true))^2`` for sparse integer labels."""
+
+    def __init__(self, name="sum_squared_error", **kwargs):
+        kwargs.pop("reduction", None)
+        super().__init__(name=name, reduction="sum", **kwargs)
+
+    def call(self, y_true, y_pred):
+        onehot = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), tf.shape(y_pred)[-1],
+                            dtype=y_pred.dtype)
+        return tf.reduce_sum(tf.square(y_pred - onehot), axis=-1)
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+def compile_spike_bp(snn, learning_rate=0.0033, weight_decay=5e-4, momentum=0.0,
+                     jit_compile=False):
+    """Compile ``snn`` as the original: SGD(momentum 0, weight decay), sum-squared error,
+    accuracy (argmax of the readout). ``learning_rate`` may be a schedule."""
+    opt = keras.optimizers.SGD(learning_rate, momentum=momentum,
+                               weight_decay=weight_decay or None)
+    snn.compile(optimizer=opt, loss=SumSquaredError(), metrics=["sparse_categorical_accuracy"],
+                jit_compile=jit_compile)
+    return snn
