@@ -68,6 +68,12 @@ def test_hybrid_agreement_with_ann_rises_with_timesteps():
     agree = {t: hybrid.agreement(snn(enc.poisson_encode(x, t, signed=True, seed=(3, t))), y)
              for t in (25, 100, 400)}
     assert agree[400] >= 0.9
+    # rate * theta of the first hidden layer tracks the ANN's (clipped) activation at large T
+    seq = enc.poisson_encode(x, 400, signed=True, seed=(9, 9))
+    rate = keras.Model(snn.input, snn.get_layer("s0").output)(seq).numpy().mean(axis=1)
+    theta = float(snn.get_layer("s0").theta.numpy())
+    act = np.maximum(x @ snn.get_layer("fc0").kernel.numpy(), 0)
+    assert np.corrcoef((rate * theta).ravel(), np.minimum(act, theta).ravel())[0, 1] > 0.95
     assert agree[25] < agree[100] <= agree[400] + 0.03 and agree[25] < agree[400]
 
 
@@ -76,11 +82,11 @@ def test_convert_model_with_encoder_and_save_load(tmp_path):
     snn = snn_models.snn("resnet12", timesteps=4, input_shape=(8, 8, 3))
     for layer in snn_models.kernel_layers(ann):  # all-positive: every layer stays active
         layer.kernel.assign(np.abs(layer.kernel.numpy()))
-    images = np.random.default_rng(1).uniform(0, 1, (6, 8, 8, 3)).astype("float32")
+    images = np.random.default_rng(1).uniform(0, 1, (4, 8, 8, 3)).astype("float32")
     neurons_ = [n.name for n in hybrid.spiking_layers(snn)]
     assert len(neurons_) == 3 + 2 * 4  # stem + two per block, block outputs included
-    found = hybrid.convert(ann, snn, images=images, scale=0.5, timesteps=40,
-                           batch_size=4, seed=(1, 1))
+    found = hybrid.convert(ann, snn, images=images, scale=0.5, timesteps=24,
+                           batch_size=3, seed=(1, 1))
     assert set(found) == set(neurons_) and all(v > 0 for v in found.values())
     path = tmp_path / "snn.keras"
     snn.save(path)

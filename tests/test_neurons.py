@@ -123,7 +123,7 @@ def test_graph_mode_and_unknown_batch():
 def test_xla_compiles_and_matches():
     x = tf.random.stateless_normal((3, 20, 4), seed=(4, 5)) + 0.4
     t = tf.range(20, dtype=tf.float32)[None, :, None]
-    for kw in (dict(leak=0.9), dict(fire_before_integrate=True, surrogate="stdb"),
+    for kw in (dict(fire_before_integrate=True, surrogate="stdb"),
                dict(leak=0.99, reset="zero", surrogate="lee", leak_in_grad=False,
                     ng_correction=True)):
         def f(x):

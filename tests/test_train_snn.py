@@ -39,6 +39,7 @@ def test_spike_bp_run_and_exact_resume(tmp_path):
         snn.train({**cfg, "timesteps": 8, "epochs": 3, "resume": True}, arrays())
 
 
+@pytest.mark.slow  # ~40 s on 2 busy cores (ANN fit, balancing, fine-tuning traces)
 def test_hybrid_run_writes_conversion(tmp_path):
     cfg = dict(method="hybrid", model="vgg5", timesteps=8, epochs=1, batch_size=16,
                fc_widths=[16, 16], ann_epochs=1, balance_examples=4, balance_timesteps=30,

@@ -154,7 +154,7 @@ def train_ann(c, run, train, num_classes, shape, strategy_steps):
     lr = hybrid.step_decay(c["ann_learning_rate"], max(c["ann_epochs"], 1), strategy_steps)
     ann.compile(optimizer=keras.optimizers.SGD(lr, momentum=0.9),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=["accuracy"])
+                metrics=["accuracy"], jit_compile=False)
     if c["ann_epochs"]:
         ann.fit(runs.epoch_dataset(epoch_maker(c["dataset"], *train, c["batch_size"],
                                                c["seed"] + 1), 0, c["ann_epochs"]),
