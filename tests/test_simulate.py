@@ -1,5 +1,5 @@
-"""tfsnn.simulate + tfsnn.layers.spiking: the spec §7 invariants on real MNIST images and random
-networks, a literal step-by-step reference, exact SOP counts, the stat files."""
+"""tfsnn.simulate + tfsnn.layers.spiking: single-neuron rules, a literal step-by-step reference,
+exact SOP counts against brute force, the API (datasets, noise, errors), ANN MACs."""
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -9,11 +9,7 @@ from tfsnn import monitor
 from tfsnn import simulate as sim
 from tfsnn.layers.spiking import DynamicThresholdNeuron, signed_counts
 
-from test_snn_common import ann_activations, calibrated_lenet, mnist_test, tiny_model
-
-N_IMG = 100
-STEPS = {0: 20, 1: 36}
-
+from test_snn_common import calibrated_lenet, mnist_test, run_layers, tiny_model
 
 # ----------------------------------------------------------------------------- single neuron
 
@@ -100,22 +96,12 @@ def _gather(thr, idx):
     return thr[np.arange(c), idx]
 
 
-def _run_layers(snn, x, t_steps):
-    enc, hidden, _ = cv.split_snn(snn)
-    s = enc(x, timesteps=t_steps)
-    out = [s.numpy()]
-    for layer in hidden:
-        s = layer(s)
-        out.append(s.numpy())
-    return out
-
-
 @pytest.mark.parametrize("k", [0, 1])
 def test_folded_time_equals_step_by_step_tiny(k):
     m, x = tiny_model(k=k, seed=k)
     snn = cv.convert(m, timesteps=12)
     ref, ref_logits = reference_sim(snn, x[:16], 12)
-    got = _run_layers(snn, x[:16], 12)
+    got = run_layers(snn, x[:16], 12)
     for a, b in zip(got, ref):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(snn(x[:16]).numpy(), ref_logits, rtol=1e-5, atol=1e-5)
@@ -125,107 +111,8 @@ def test_folded_time_equals_step_by_step_lenet_real_images():
     x, _ = mnist_test(4)
     snn = cv.convert(calibrated_lenet(k=0), timesteps=10)
     ref, _ = reference_sim(snn, x, 10)
-    for a, b in zip(_run_layers(snn, x, 10), ref):
+    for a, b in zip(run_layers(snn, x, 10), ref):
         np.testing.assert_array_equal(a, b)
-
-
-# ----------------------------------------------------------------------------- invariants
-
-@pytest.fixture(scope="module", params=[0, 1], ids=["k0", "k1"])
-def lenet_run(request):
-    k = request.param
-    x, y = mnist_test(N_IMG)
-    m = calibrated_lenet(k=k)
-    snn = cv.convert(m, timesteps=STEPS[k])
-    res = sim.simulate(snn, x, y, batch_size=50, ann=m, return_counts=True)
-    return dict(k=k, x=x, y=y, m=m, snn=snn, res=res)
-
-
-def test_counts_equal_2k_ann_activations_elementwise(lenet_run):
-    k, res = lenet_run["k"], lenet_run["res"]
-    acts, logits = ann_activations(lenet_run["m"], lenet_run["x"])
-    assert res.converged, "the network did not settle within T"
-    for a, n in zip(acts, res.final_counts):
-        np.testing.assert_array_equal(n, a * 2 ** k)
-    np.testing.assert_allclose(res.logits[:, -1], logits * 2 ** k, rtol=1e-5, atol=1e-4)
-    np.testing.assert_array_equal(res.predictions[:, -1], np.argmax(logits, -1))
-    assert res.disagreements == 0 and res.equal_from_step is not None
-    assert res.accuracy == pytest.approx(res.ann_accuracy)
-
-
-def test_per_step_constraints_and_encoder_code(lenet_run):
-    k, x, snn = lenet_run["k"], lenet_run["x"][:20], lenet_run["snn"]
-    t_steps = STEPS[k]
-    spikes = _run_layers(snn, x, t_steps)
-    a1 = ann_activations(lenet_run["m"], x)[0][0]
-    t = np.arange(t_steps).reshape(1, -1, 1, 1, 1)
-    np.testing.assert_array_equal(spikes[0], 2 ** k * (t < a1[:, None]))
-    for s in spikes[1:]:
-        assert set(np.unique(s)) <= {-1, 0, 1}
-        n = np.cumsum(s, axis=1)
-        assert n.min() >= 0 and np.all(n <= t + 1)
-    # once silent at step t in every layer, silent forever (stationary)
-    last = lenet_run["res"].converged_step
-    for s in spikes:
-        assert not np.any(s[:, last:])
-
-
-def test_stat_identities(lenet_run, tmp_path):
-    k, res = lenet_run["k"], lenet_run["res"]
-    ser = res.stat_series()
-    np.testing.assert_array_equal(ser["abs_spike.txt"].sum(1), ser["spike_num.txt"][:, -1])
-    np.testing.assert_array_equal(ser["sum_spike.txt"].sum(1), ser["spike_collect.txt"][:, -1])
-    assert np.all(ser["spike_num.txt"] >= ser["spike_collect.txt"])
-    acts, _ = ann_activations(lenet_run["m"], lenet_run["x"])
-    assert ser["spike_collect.txt"][:, -1].sum() == sum(int(round(a.astype(np.float64).sum() * 2 ** k)) for a in acts[1:])
-    assert ser["accuracy.txt"][:, -1].sum() == round(res.accuracy * res.n_images)
-    monitor.write_stat_files(tmp_path, ser)
-    for name in monitor.STAT_FILES:
-        lines = (tmp_path / name).read_text().split()
-        assert len(lines) == len(res.batch_sizes) * res.timesteps
-    assert res.spikes_per_image()["total_hidden"] * res.n_images == pytest.approx(
-        ser["spike_num.txt"][:, -1].sum())
-
-
-def test_sop_count_matches_independent_fanout(lenet_run):
-    res, snn, k = lenet_run["res"], lenet_run["snn"], lenet_run["k"]
-    spikes = _run_layers(snn, lenet_run["x"][:50], STEPS[k])
-    _, hidden, out = cv.split_snn(snn)
-    for r, layer in enumerate(hidden):  # fan-out by the gradient of a ones-kernel conv
-        s_in = tf.constant(np.abs(spikes[r]).sum(1) > 0, tf.float32)
-        ones = tf.ones((*layer.kernel_size, 1, 1))
-        xin = tf.ones((1, *s_in.shape[1:3], 1))
-        with tf.GradientTape() as tape:
-            tape.watch(xin)
-            o = tf.reduce_sum(tf.nn.conv2d(xin, ones, layer.strides, layer.padding.upper()))
-        fan = tape.gradient(o, xin).numpy()[0, :, :, 0] * layer.filters
-        ev = (spikes[r] != 0).sum(-1)  # [B, T, H, W]
-        assert (ev * fan).sum() == res.sops[0, r].sum()
-    assert res.sops[0, -1].sum() == (spikes[-1] != 0).sum() * out.units
-
-
-def test_int_mode_equals_float_mode(lenet_run):
-    x, y, m, k = lenet_run["x"], lenet_run["y"], lenet_run["m"], lenet_run["k"]
-    res_i = lenet_run["res"]
-    res_f = sim.simulate(cv.convert(m, timesteps=STEPS[k], use_int=False), x, y, batch_size=50,
-                         return_counts=True)
-    np.testing.assert_array_equal(res_f.pos, res_i.pos)
-    np.testing.assert_array_equal(res_f.neg, res_i.neg)
-    for a, b in zip(res_f.final_counts, res_i.final_counts):
-        np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(res_f.predictions, res_i.predictions)
-
-
-def test_integer_membrane_is_exact(lenet_run):
-    snn, x, k = lenet_run["snn"], lenet_run["x"][:20], lenet_run["k"]
-    spikes = _run_layers(snn, x, STEPS[k])
-    for s, layer in zip(spikes[:-1], cv.split_snn(snn)[1]):
-        counts = np.cumsum(s, axis=1).reshape(-1, *s.shape[2:]).astype(np.int32)
-        v = layer.membrane_from_counts(tf.constant(counts))
-        assert v.dtype == tf.int32
-        exact = tf.nn.conv2d(tf.constant(counts), tf.constant(layer.get_weights()[0]),
-                             layer.strides, layer.padding.upper())  # int32 conv
-        np.testing.assert_array_equal(v.numpy(), exact.numpy())
 
 
 # ----------------------------------------------------------------------------- SOPs, API
@@ -255,7 +142,7 @@ def test_sops_equal_brute_force_on_tiny_net(k):
     m, x = tiny_model(k=k, seed=2 + k)
     snn = cv.convert(m, timesteps=10)
     res = sim.simulate(snn, x[:8], batch_size=8)
-    spikes = _run_layers(snn, x[:8], 10)
+    spikes = run_layers(snn, x[:8], 10)
     _, hidden, out = cv.split_snn(snn)
     for r, layer in enumerate(hidden):
         want = _brute_sops(spikes[r], layer.kernel_size, layer.strides, layer.padding,

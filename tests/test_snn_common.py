@@ -90,3 +90,15 @@ def ann_activations(model, x):
     sub = keras.Model(model.input, [model.get_layer(n).output for n in names] + [model.output])
     outs = [np.asarray(o) for o in sub(x, training=False)]
     return outs[:-1], outs[-1]
+
+
+def run_layers(snn, x, t_steps):
+    """Spikes (numpy ``[B, T, ...]``) of every spiking layer, encoder first."""
+    from tfsnn import convert as cv
+    enc, hidden, _ = cv.split_snn(snn)
+    s = enc(x, timesteps=t_steps)
+    out = [s.numpy()]
+    for layer in hidden:
+        s = layer(s)
+        out.append(s.numpy())
+    return out

@@ -8,6 +8,7 @@ predictions and accuracy and per-layer, per-step spike (+1 / -1) and SOP counts 
 ``tfsnn.monitor``). The input image is injected at t=0 only (the encoder holds it).
 """
 import dataclasses
+import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -177,16 +178,32 @@ def num_batches(data, batch_size, max_examples=None):
     return -(-n // batch_size)
 
 
+_BATCH_FNS = weakref.WeakKeyDictionary()  # snn -> {(timesteps, return_counts): tf.function}
+
+
 def make_batch_fn(snn, timesteps=None, return_counts=False):
-    """A ``tf.function`` images ``[B, H, W, C]`` -> dict of per-batch results (see ``simulate``)."""
+    """A ``tf.function`` images ``[B, H, W, C]`` -> dict of per-batch results (see ``simulate``).
+
+    Cached per SNN model, so repeated ``simulate`` calls do not trace again.
+    """
+    fns = _BATCH_FNS.setdefault(snn, {})
+    key = (timesteps, bool(return_counts))
+    if key not in fns:
+        fns[key] = _make_batch_fn(snn, timesteps, return_counts)
+    return fns[key]
+
+
+def _make_batch_fn(snn, timesteps, return_counts):
     enc, hidden, out = split_snn(snn)
-    t_max = min([enc.timesteps] + [l.num_levels for l in hidden])
+    t_max = min([l.num_levels for l in hidden], default=np.iinfo(np.int32).max)
     t = enc.timesteps if timesteps is None else int(timesteps)
-    if t < 1 or (hidden and t > min(l.num_levels for l in hidden)):
+    if not 1 <= t <= t_max:
         raise ValueError(f"timesteps must be in 1..{t_max} (the thresholds table size), got {t}; "
                          "convert again with a larger timesteps / num_levels")
     maps, n_cls = fanout_maps(snn)
     maps = [tf.constant(m, tf.int64) for m in maps]
+
+    amp = int(enc.amplitude)
 
     @tf.function(reduce_retracing=True)
     def run(x):
@@ -196,19 +213,27 @@ def make_batch_fn(snn, timesteps=None, return_counts=False):
             s = layer(s)
             spikes.append(s)
         logits = out(s)
-        pos = tf.stack([tf.reduce_sum(tf.cast(sp > 0, tf.int64), [0, 2, 3, 4]) for sp in spikes])
-        neg = tf.stack([tf.reduce_sum(tf.cast(sp < 0, tf.int64), [0, 2, 3, 4]) for sp in spikes])
-        sops = []
-        for sp, fan in zip(spikes[:-1], maps):
-            ev = tf.reduce_sum(tf.cast(tf.not_equal(sp, 0), tf.int64), axis=-1)  # [B, T, H, W]
-            sops.append(tf.reduce_sum(ev * fan, axis=[0, 2, 3]))
-        sops.append(tf.reduce_sum(tf.cast(tf.not_equal(spikes[-1], 0), tf.int64), [0, 2, 3, 4])
-                    * n_cls)
-        active = tf.reduce_any(tf.stack([tf.reduce_any(tf.not_equal(sp, 0), axis=[2, 3, 4])
-                                         for sp in spikes]), axis=0)  # [B, T]
+        pos, neg, sops, active = [], [], [], []
+        for i, sp in enumerate(spikes):
+            sp = tf.cast(sp, tf.int32)
+            ev = tf.reduce_sum(tf.abs(sp), axis=-1)  # events per position [B, T, H, W]
+            net = tf.reduce_sum(sp, axis=[0, 2, 3, 4])
+            if i == 0:  # encoder: events of amplitude 2^k, all positive
+                ev, net = ev // amp, net // amp
+            n_ev = tf.reduce_sum(ev, axis=[0, 2, 3])
+            pos.append((n_ev + net) // 2)
+            neg.append((n_ev - net) // 2)
+            active.append(tf.reduce_any(ev > 0, axis=[2, 3]))
+            ev = tf.cast(ev, tf.int64)
+            if i < len(maps):  # SOPs of the receiving layer: events x exact fan-out
+                sops.append(tf.reduce_sum(ev * maps[i], axis=[0, 2, 3]))
+            else:  # last hidden layer -> output: every event reaches n_cls synapses
+                sops.append(tf.reduce_sum(ev, axis=[0, 2, 3]) * n_cls)
+        active = tf.reduce_any(tf.stack(active), axis=0)  # [B, T]
         steps = tf.range(tf.shape(active)[1], dtype=tf.int64)
         last = tf.reduce_max(tf.where(active, steps[None], -1), axis=1)
-        res = {"logits": logits, "pos": pos, "neg": neg, "sops": tf.stack(sops), "last": last}
+        res = {"logits": logits, "pos": tf.cast(tf.stack(pos), tf.int64),
+               "neg": tf.cast(tf.stack(neg), tf.int64), "sops": tf.stack(sops), "last": last}
         if return_counts:
             res["counts"] = [tf.reduce_sum(sp, axis=1) for sp in spikes]
         return res
