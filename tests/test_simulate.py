@@ -7,7 +7,8 @@ import tensorflow as tf
 from tfsnn import convert as cv
 from tfsnn import monitor
 from tfsnn import simulate as sim
-from tfsnn.layers.spiking import DynamicThresholdNeuron, signed_counts
+from tfsnn.layers.spiking import (DynamicThresholdNeuron, counts_to_spikes, cumsum_time,
+                                  signed_counts, signed_spikes)
 
 from test_snn_common import calibrated_lenet, mnist_test, run_layers, tiny_model
 
@@ -54,8 +55,12 @@ def test_closed_form_tail_equals_full_scan():
     rng = np.random.default_rng(0)
     lev = rng.integers(0, 9, (4, 5, 3, 2)).astype(np.int32)
     full = np.concatenate([lev, np.repeat(lev[:, -1:], 11, axis=1)], axis=1)
-    np.testing.assert_array_equal(signed_counts(tf.constant(lev), 16).numpy(),
-                                  signed_counts(tf.constant(full)).numpy())
+    ref = signed_counts(tf.constant(full))
+    np.testing.assert_array_equal(signed_counts(tf.constant(lev), 16).numpy(), ref.numpy())
+    np.testing.assert_array_equal(signed_spikes(tf.constant(lev), 16).numpy(),
+                                  counts_to_spikes(ref).numpy())
+    x = rng.integers(-3, 4, (3, 7, 5, 2)).astype(np.float32)
+    np.testing.assert_array_equal(cumsum_time(tf.constant(x)).numpy(), np.cumsum(x, axis=1))
 
 
 # ----------------------------------------------------------------------------- reference

@@ -3,7 +3,8 @@
 
 ``simulate(snn, data, ...)`` runs each batch through the SNN layer by layer over the whole time
 axis (time folded into batch for the synaptic ops; the neuron recurrence is a ``tf.scan``), all
-under one ``tf.function`` per batch shape, and returns a ``SimResult`` with per-step logits,
+under one ``tf.function`` per batch shape, passing each layer only the steps up to its last
+event (the layers' ``compact`` forms: exact, cost follows the active steps rather than T), and returns a ``SimResult`` with per-step logits,
 predictions and accuracy and per-layer, per-step spike (+1 / -1) and SOP counts (definitions in
 ``tfsnn.monitor``). The input image is injected at t=0 only (the encoder holds it).
 """
@@ -15,6 +16,7 @@ import tensorflow as tf
 
 from tfsnn import monitor
 from tfsnn.convert import split_snn
+from tfsnn.layers.spiking import pad_time
 
 
 @dataclasses.dataclass
@@ -207,30 +209,32 @@ def _make_batch_fn(snn, timesteps, return_counts):
 
     @tf.function(reduce_retracing=True)
     def run(x):
-        s = enc(x, timesteps=t)
+        # Compact spike trains: [B, t_c, ...] per layer, every later step silent (exact).
+        s = enc.compact(x, t)
         spikes = [s]
         for layer in hidden:
-            s = layer(s)
+            s = layer.compact(s, t)
             spikes.append(s)
-        logits = out(s)
+        logits = out.compact(s, t)
         pos, neg, sops, active = [], [], [], []
         for i, sp in enumerate(spikes):
             sp = tf.cast(sp, tf.int32)
-            ev = tf.reduce_sum(tf.abs(sp), axis=-1)  # events per position [B, T, H, W]
+            ev = tf.reduce_sum(tf.abs(sp), axis=-1)  # events per position [B, t_c, H, W]
             net = tf.reduce_sum(sp, axis=[0, 2, 3, 4])
             if i == 0:  # encoder: events of amplitude 2^k, all positive
                 ev, net = ev // amp, net // amp
             n_ev = tf.reduce_sum(ev, axis=[0, 2, 3])
-            pos.append((n_ev + net) // 2)
-            neg.append((n_ev - net) // 2)
-            active.append(tf.reduce_any(ev > 0, axis=[2, 3]))
+            pos.append(pad_time(((n_ev + net) // 2)[None], t)[0])
+            neg.append(pad_time(((n_ev - net) // 2)[None], t)[0])
+            active.append(pad_time(tf.reduce_any(ev > 0, axis=[2, 3]), t))
             ev = tf.cast(ev, tf.int64)
             if i < len(maps):  # SOPs of the receiving layer: events x exact fan-out
-                sops.append(tf.reduce_sum(ev * maps[i], axis=[0, 2, 3]))
+                sop = tf.reduce_sum(ev * maps[i], axis=[0, 2, 3])
             else:  # last hidden layer -> output: every event reaches n_cls synapses
-                sops.append(tf.reduce_sum(ev, axis=[0, 2, 3]) * n_cls)
+                sop = tf.reduce_sum(ev, axis=[0, 2, 3]) * n_cls
+            sops.append(pad_time(sop[None], t)[0])
         active = tf.reduce_any(tf.stack(active), axis=0)  # [B, T]
-        steps = tf.range(tf.shape(active)[1], dtype=tf.int64)
+        steps = tf.range(t, dtype=tf.int64)
         last = tf.reduce_max(tf.where(active, steps[None], -1), axis=1)
         res = {"logits": logits, "pos": tf.cast(tf.stack(pos), tf.int64),
                "neg": tf.cast(tf.stack(neg), tf.int64), "sops": tf.stack(sops), "last": last}

@@ -35,9 +35,12 @@ and every partial sum is bounded by ``max_c sum|W[:, c]| * max|n_in| < 2^24`` (c
 time), so every float32 addition is exact and the result is cast to int32 without rounding.
 Float mode (``use_int=False``): float32 kernels, float64 thresholds, membranes compared in float64.
 
-Event-driven shortcut: a layer whose input has no event after step ``t_e`` has a constant
-membrane from ``t_e`` on, so the conv runs on frames ``0..t_e`` only and the recurrence's tail has
-a closed form (``n`` moves toward the constant ``L`` by one per step). This is exact.
+Event-driven shortcut (exact): a layer whose input has no event after step ``t_e`` has a
+constant membrane from ``t_e`` on, so the conv runs on frames ``0..t_e-1`` only and the
+recurrence's tail has a closed form (``n`` moves toward the constant ``L`` by one per step,
+then the layer is silent). Each layer's ``compact(spikes, timesteps)`` passes only the frames up
+to its last possible event (``[B, t_c, ...]``, later frames silent); ``call`` pads to ``T``.
+``tfsnn.simulate`` chains the compact forms, so its cost follows the active steps, not ``T``.
 """
 import keras
 import numpy as np
@@ -83,14 +86,66 @@ def signed_counts(levels, num_steps=None):
 
     n = tf.scan(step, lev_tm, initializer=tf.zeros_like(lev_tm[0]))
     n = tf.transpose(n, _swap01(levels))  # [B, t_e, ...]
+    return n if num_steps is None else _extend_counts(n, levels, num_steps)
+
+
+def signed_spikes(levels, num_steps=None):
+    """Spikes of the signed dynamic-threshold neuron for target levels ``L_t`` (see
+    ``signed_counts``): ``s_t = clip(L_t - n_{t-1}, -1, 1)``.
+
+    Args:
+      levels: int32 ``[B, t_e, ...]``; later frames are taken equal to the last one.
+      num_steps: total ``T >= t_e`` (default ``t_e``); the tail has the closed form
+        ``s_{t_e-1+j} = sign(d) [j <= |d|]``, ``d = L_last - n_last``.
+    Returns:
+      int32 spikes ``[B, T, ...]`` in ``{-1, 0, 1}``.
+    """
+    s, n_last = _scan_spikes(levels)
     if num_steps is None:
-        return n
-    t_e = tf.shape(levels)[1]
-    rest = num_steps - t_e
+        return s
+    return tf.concat([s, _tail_spikes(levels[:, -1] - n_last, num_steps - tf.shape(s)[1])], 1)
+
+
+def _scan_spikes(levels):
+    """The recurrence over the given frames: spikes ``[B, t_e, ...]`` and final counts."""
+    lev_tm = tf.transpose(levels, _swap01(levels))  # time-major [t_e, B, ...]
+
+    def step(state, lev):
+        n, _ = state
+        s = tf.clip_by_value(lev - n, -1, 1)
+        return n + s, s
+
+    zeros = tf.zeros_like(lev_tm[0])
+    n_tm, s_tm = tf.scan(step, lev_tm, initializer=(zeros, zeros))
+    return tf.transpose(s_tm, _swap01(levels)), n_tm[-1]
+
+
+def _tail_spikes(d, rest):
+    """Spikes ``[B, rest, ...]`` toward a constant target ``d`` away: ``sign(d) [j <= |d|]``."""
+    d = d[:, None]
+    j = tf.range(1, rest + 1, dtype=d.dtype)
+    j = tf.reshape(j, tf.concat([[1, -1], tf.ones([tf.rank(d) - 2], tf.int32)], 0))
+    return tf.sign(d) * tf.cast(j <= tf.abs(d), d.dtype)
+
+
+def cumsum_time(x):
+    """Cumulative sum over axis 1 of a float tensor ``[B, t, ...]`` as one matmul with a
+    triangular matrix of ones (exact for integer values below 2^24; much faster than
+    ``tf.cumsum`` on CPU)."""
+    shape = tf.shape(x)
+    t = shape[1]
+    tri = tf.linalg.band_part(tf.ones(tf.stack([t, t]), x.dtype), -1, 0)  # [t, t] lower
+    y = tf.matmul(tri[None], tf.reshape(x, tf.stack([shape[0], t, -1])))
+    return tf.reshape(y, shape)
+
+
+def _extend_counts(n, levels, num_steps):
+    """Closed-form tail: after the last frame the target is constant and ``n`` moves toward it
+    by one per step; returns counts ``[B, num_steps, ...]``."""
+    rest = num_steps - tf.shape(n)[1]
     last_n, last_l = n[:, -1:], levels[:, -1:]
-    # Closed-form tail: the target is constant, n moves toward it by one per step.
-    j = tf.range(1, rest + 1, dtype=tf.int32)
-    j = tf.reshape(j, tf.concat([[1, -1], tf.ones([tf.rank(levels) - 2], tf.int32)], 0))
+    j = tf.range(1, rest + 1, dtype=n.dtype)
+    j = tf.reshape(j, tf.concat([[1, -1], tf.ones([tf.rank(n) - 2], tf.int32)], 0))
     tail = last_n + tf.minimum(tf.maximum(last_l - last_n, -j), j)
     return tf.concat([n, tail], axis=1)
 
@@ -106,6 +161,17 @@ def active_length(spikes):
     any_t = tf.reduce_any(tf.not_equal(spikes, 0), axis=axes)
     idx = tf.cast(tf.where(any_t)[:, 0], tf.int32)
     return tf.maximum(tf.reduce_max(tf.concat([idx, [-1]], 0)) + 1, 1)
+
+
+def pad_time(x, timesteps, mode="zeros"):
+    """Extend ``[B, t, ...]`` to ``[B, timesteps, ...]`` with zero frames (``mode="zeros"``, for
+    spikes) or copies of the last frame (``mode="hold"``, for cumulative quantities)."""
+    rest = timesteps - tf.shape(x)[1]
+    if mode == "hold":
+        last = x[:, -1:]
+        reps = tf.concat([[1, rest], tf.ones([tf.rank(x) - 2], tf.int32)], 0)
+        return tf.concat([x, tf.tile(last, reps)], axis=1)
+    return tf.pad(x, tf.concat([[[0, 0], [0, rest]], tf.zeros([tf.rank(x) - 2, 2], tf.int32)], 0))
 
 
 def _swap01(x):
@@ -192,11 +258,18 @@ class SpikeEncoder(_SpikingBase):
         """Encoder level ``L = #{m: z >= theta_m}`` in ``0..levels``, int32."""
         return target_levels(self.membrane(images), tf.cast(self.thresholds, tf.float32))
 
+    def compact(self, images, timesteps=None):
+        """Spikes of the first ``t_c`` steps only, ``[B, t_c, H', W', filters]``, where every
+        later step (up to ``timesteps``) is silent; ``1 <= t_c <= timesteps``."""
+        t = self.timesteps if timesteps is None else timesteps
+        lev = self.level(images)[:, None]  # [B, 1, H, W, C]
+        t_c = tf.clip_by_value(tf.reduce_max(lev), 1, t)
+        steps = tf.reshape(tf.range(t_c, dtype=tf.int32), [1, -1, 1, 1, 1])
+        return tf.cast(steps < lev, self.spike_dtype) * tf.cast(self.amplitude, self.spike_dtype)
+
     def call(self, images, timesteps=None):
         t = self.timesteps if timesteps is None else int(timesteps)
-        lev = self.level(images)[:, None]  # [B, 1, H, W, C]
-        steps = tf.reshape(tf.range(t, dtype=tf.int32), [1, t, 1, 1, 1])
-        return tf.cast(steps < lev, self.spike_dtype) * tf.cast(self.amplitude, self.spike_dtype)
+        return pad_time(self.compact(images, t), t)
 
     def compute_output_shape(self, input_shape):
         b, h, w, _ = input_shape
@@ -229,8 +302,7 @@ class DynamicThresholdNeuron(_SpikingBase):
             initializer="zeros", dtype="int32" if self.use_int else "float64")
 
     def call(self, v):
-        counts = signed_counts(target_levels(v, self.thresholds))
-        return tf.cast(counts_to_spikes(counts), self.spike_dtype)
+        return tf.cast(signed_spikes(target_levels(v, self.thresholds)), self.spike_dtype)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -268,11 +340,12 @@ class SpikingConv2D(_SpikingBase):
         """``V = conv(counts, W)`` for counts ``[N, H, W, C_in]``: int32 (integer mode, exact)
         or float32."""
         w = tf.cast(self.kernel, tf.float32)
-        v = tf.nn.conv2d(tf.cast(counts, tf.float32), w, self.strides, self.padding.upper())
+        counts = tf.cast(counts, tf.float32)
+        v = tf.nn.conv2d(counts, w, self.strides, self.padding.upper())
         if not self.use_int:
             return v
         bound = (tf.reduce_max(tf.reduce_sum(tf.abs(w), axis=[0, 1, 2]))
-                 * tf.cast(tf.reduce_max(tf.abs(counts)), tf.float32))
+                 * tf.reduce_max(tf.abs(counts)))
         tf.debugging.assert_less_equal(
             bound, float(_MAX_EXACT),
             message=f"{self.name}: integer membrane bound exceeds 2^24, float32 conv not exact")
@@ -282,13 +355,27 @@ class SpikingConv2D(_SpikingBase):
         """Target levels ``L(conv(counts))`` (the threshold-form quantized ANN), int32."""
         return target_levels(self.membrane_from_counts(counts), self.thresholds)
 
-    def call(self, spikes):
-        b, t = tf.shape(spikes)[0], tf.shape(spikes)[1]
-        t_e = active_length(spikes)  # frames >= t_e see the same input count as t_e - 1
-        counts = tf.cumsum(spikes[:, :t_e], axis=1)
+    def compact(self, spikes, timesteps):
+        """Event-driven form of ``call``: ``spikes [B, t_in, ...]`` are the first ``t_in`` steps
+        of the input (later steps up to ``timesteps`` silent); returns the output's first ``t_c``
+        steps ``[B, t_c, ...]`` (later steps silent), ``t_in <= t_c <= timesteps``.
+
+        After frame ``t_in - 1`` the membrane is constant, so the conv runs on ``t_in`` frames
+        and the count then moves to the constant target by one per step (closed form).
+        """
+        b = tf.shape(spikes)[0]
+        counts = cumsum_time(tf.cast(spikes, tf.float32))
         lev = _unfold(self.levels_from_counts(_fold(counts)), b)
-        n = signed_counts(lev, num_steps=t)
-        return tf.cast(counts_to_spikes(n), self.spike_dtype)
+        s, n_last = _scan_spikes(lev)
+        d = lev[:, -1] - n_last  # the count still moves |d| steps after the last input frame
+        t_in = tf.shape(spikes)[1]
+        rest = tf.minimum(t_in + tf.reduce_max(tf.abs(d)), timesteps) - t_in
+        return tf.cast(tf.concat([s, _tail_spikes(d, rest)], axis=1), self.spike_dtype)
+
+    def call(self, spikes):
+        t = tf.shape(spikes)[1]
+        t_e = active_length(spikes)  # frames >= t_e see the same input count as t_e - 1
+        return pad_time(self.compact(spikes[:, :t_e], t), t)
 
     def compute_output_shape(self, input_shape):
         b, t, h, w, _ = input_shape
@@ -321,9 +408,14 @@ class OutputAccumulator(keras.layers.Layer):
 
     def call(self, spikes):
         b, t = tf.shape(spikes)[0], tf.shape(spikes)[1]
-        counts = tf.cumsum(tf.cast(spikes, tf.float32), axis=1)
+        counts = cumsum_time(tf.cast(spikes, tf.float32))
         y = tf.matmul(tf.reshape(counts, [b * t, -1]), tf.cast(self.kernel, tf.float32))
         return tf.reshape(y, [b, t, self.units])
+
+    def compact(self, spikes, timesteps):
+        """Logits ``[B, timesteps, units]`` from the input's first ``t_in`` steps
+        ``[B, t_in, ...]`` (later steps silent, so the logits hold their last value)."""
+        return pad_time(self.call(spikes), timesteps, mode="hold")
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[1], self.units)
