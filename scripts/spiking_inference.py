@@ -137,7 +137,7 @@ def main(argv):
 
     (x_u8, y), = data.load(dataset, splits=("test",))
     n = len(x_u8) if FLAGS.max_test_examples == 0 else min(len(x_u8), FLAGS.max_test_examples)
-    x = np.concatenate([data.preprocess(dataset, x_u8[i:i + 1000], training=False).numpy()
+    x = np.concatenate([data.preprocess(dataset, x_u8[i:min(i + 1000, n)], training=False).numpy()
                         for i in range(0, n, 1000)])
     y = y[:n]
     logging.info("converting %s (k=%d, use_int=%s, T=%d)", run.model, k, FLAGS.use_int, t_steps)

@@ -167,6 +167,8 @@ def _batches(data, labels, batch_size, max_examples):
     x = np.asarray(data)
     n = len(x) if max_examples is None else min(len(x), int(max_examples))
     y = None if labels is None else np.asarray(labels)
+    if y is not None and len(y) != len(x):
+        raise ValueError(f"labels has {len(y)} entries but data has {len(x)} images")
     for i in range(0, n, batch_size):
         yield x[i:min(i + batch_size, n)], None if y is None else y[i:min(i + batch_size, n)]
 
