@@ -75,6 +75,16 @@ def _net(neuron_fn, x, w1, w2, ws, w3, m1, theta):
 @pytest.mark.parametrize("leak", [1.0, 0.9])
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_fused_matches_per_step_reference(variant, leak):
+    _compare_with_reference(variant, leak, graph=False)
+
+
+@pytest.mark.parametrize("variant", ["rathi_stdb", "lee", "lif_zero_atan", "if_linear"])
+def test_fused_in_graph_with_xla_matches_reference(variant):
+    """Under tf.function with jit_compile=True the op's loops are XLA-compiled functions."""
+    _compare_with_reference(variant, 0.9, graph=True)
+
+
+def _compare_with_reference(variant, leak, graph):
     kw = dict(VARIANTS[variant], leak=leak)
     rng = np.random.default_rng(zlib.crc32(f"{variant}{leak}".encode()))  # per-case draw
     B, T, F, N, M, K = 4, 16, 7, 6, 5, 3
@@ -92,7 +102,8 @@ def test_fused_matches_per_step_reference(variant, leak):
             loss = tf.reduce_sum(logits * c) + tf.reduce_sum(tf.square(logits)) * 0.01
         return (o1, o2, logits), tape.gradient(loss, ws + [x])
 
-    (f_out, f_grad) = run(lambda i, th: nr.spike_sequence(i, th, **kw))
+    fused = run if not graph else tf.function(run)
+    (f_out, f_grad) = fused(lambda i, th: nr.spike_sequence(i, th, jit_compile=graph, **kw))
     (r_out, r_grad) = run(lambda i, th: reference_spikes(i, th, **kw)[0])
     for a, b in zip(f_out, r_out):
         np.testing.assert_array_equal(a.numpy(), b.numpy())

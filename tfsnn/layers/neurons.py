@@ -37,6 +37,8 @@ import tensorflow as tf
 from tfsnn import surrogates as sg
 
 RESETS = ("subtract", "zero")
+# jit_compile=None: XLA-compile the loops when tracing a graph with at least this many steps.
+JIT_MIN_STEPS = 64
 
 
 def _check_neuron_args(threshold, leak, reset):
@@ -91,14 +93,16 @@ def lee_ng(spikes, leak):
 
 def spike_sequence(current, threshold=1.0, leak=1.0, reset="subtract", surrogate="linear",
                    fire_before_integrate=False, leak_in_grad=True, ng_correction=False,
-                   t_last0=-999.0, return_membrane=False):
+                   t_last0=-999.0, return_membrane=False, jit_compile=None):
     """Spikes ``[B, T, ...]`` of an IF/LIF population driven by ``current`` ``[B, T, ...]``.
 
     One custom-gradient op (see the module docstring for the equations). ``threshold``: float or
     scalar tensor (> 0, no gradient); ``leak`` in (0, 1] (1 = IF); ``surrogate``: name, instance
     or config of ``tfsnn.surrogates``; ``t_last0``: the spike time assumed before t = 0 (STDB's
     -999 sentinel). ``return_membrane``: also return the final state ``R(T-1)`` / ``V(T-1)``
-    ``[B, ...]`` (no gradient through it).
+    ``[B, ...]`` (no gradient through it). ``jit_compile``: run the forward loop and the backward
+    recursion as XLA-compiled functions (None: when tracing a graph whose static T is at least
+    ``JIT_MIN_STEPS``; never eagerly).
     """
     _check_neuron_args(threshold, leak, reset)
     sur = sg.get(surrogate)
@@ -119,12 +123,12 @@ def spike_sequence(current, threshold=1.0, leak=1.0, reset="subtract", surrogate
     rank = x.shape.rank
     perm = [1, 0] + list(range(2, rank))
 
-    @tf.custom_gradient
-    def op(x_btn):
+    def forward(x_btn, theta):
         i_tm = tf.transpose(x_btn, perm)  # [T, B, ...]
         n = tf.shape(i_tm)[0]
         i_ta = tf.TensorArray(dtype, size=n).unstack(i_tm)
-        o_ta = tf.TensorArray(dtype, size=n)
+        # aux "u": the spikes are recomputed from the saved membrane (one write per step)
+        o_ta = tf.TensorArray(dtype, size=n) if aux_kind != "u" else 0
         a_ta = tf.TensorArray(dtype, size=n) if aux_kind != "none" else None
         zeros = tf.zeros_like(i_tm[0])
         t_last = zeros + tf.cast(t_last0, dtype)
@@ -145,33 +149,49 @@ def spike_sequence(current, threshold=1.0, leak=1.0, reset="subtract", surrogate
                 v = (tf.where(fired, zeros, lu) if zero_reset else lu - theta * o) + it
             else:
                 v = tf.where(fired, zeros, u) if zero_reset else u - theta * o
-            return t + 1, v, t_last, o_ta.write(t, o), a_ta
+            return t + 1, v, t_last, o_ta.write(t, o) if aux_kind != "u" else o_ta, a_ta
 
         loop_vars = (tf.constant(0), zeros, t_last, o_ta, a_ta if a_ta is not None else 0)
         _, v_end, _, o_ta, a_ta = tf.while_loop(
             lambda t, *_: t < n, body, loop_vars, maximum_iterations=n)
-        o_tm = o_ta.stack()
-        aux = a_ta.stack() if aux_kind != "none" else None
-        ng = _lee_ng_time_major(o_tm, lam) if ng_correction else None
-        spikes = tf.transpose(o_tm, perm)
+        aux = a_ta.stack() if aux_kind != "none" else tf.zeros([0], dtype)
+        o_tm = tf.cast(aux > theta, dtype) if aux_kind == "u" else o_ta.stack()
+        ng = _lee_ng_time_major(o_tm, lam) if ng_correction else tf.zeros([0], dtype)
+        return tf.transpose(o_tm, perm), o_tm, aux, ng, v_end
+
+    def backward(d_spikes, o_tm, aux, ng, theta):
+        g = tf.transpose(d_spikes, perm)
+        if ng_correction:
+            g = g * ng
+        if aux_kind == "u":
+            sig = sur.grad(aux / theta - 1.0, o_tm)
+        elif aux_kind == "dt":
+            sig = sur.grad(tf.zeros_like(aux), o_tm, aux)
+        else:
+            sig = sur.grad(o_tm - 0.5, o_tm)  # spike-gated: only the spike is used
+        e = g * sig / theta
+        k = (lam_g * (1.0 - o_tm)) if zero_reset else lam_g
+        c = _reverse_recursion(e, k)
+        if delayed:
+            c = tf.concat([c[1:], tf.zeros_like(c[:1])], axis=0)
+        return tf.transpose(c, perm)
+
+    if jit_compile is None:  # XLA fuses the per-step ops; worth its compile time for long T
+        steps = x.shape[1]
+        jit_compile = (not tf.executing_eagerly() and steps is not None
+                       and steps >= JIT_MIN_STEPS)
+    if jit_compile:
+        forward = tf.function(forward, jit_compile=True)
+        backward = tf.function(backward, jit_compile=True)
+
+    @tf.custom_gradient
+    def op(x_btn):
+        # stop_gradient: the tape must not differentiate the (XLA) function itself; it would
+        # try to export the loop's TensorLists. The gradient is ``grad`` below.
+        spikes, o_tm, aux, ng, v_end = forward(tf.stop_gradient(x_btn), theta)
 
         def grad(d_spikes, *unused):
-            g = tf.transpose(d_spikes, perm)
-            if ng is not None:
-                g = g * ng
-            if aux_kind == "u":
-                z = aux / theta - 1.0
-                sig = sur.grad(z, o_tm)
-            elif aux_kind == "dt":
-                sig = sur.grad(tf.zeros_like(aux), o_tm, aux)
-            else:
-                sig = sur.grad(o_tm - 0.5, o_tm)  # spike-gated: only the spike is used
-            e = g * sig / theta
-            k = (lam_g * (1.0 - o_tm)) if zero_reset else lam_g
-            c = _reverse_recursion(e, k)
-            if delayed:
-                c = tf.concat([c[1:], tf.zeros_like(c[:1])], axis=0)
-            return tf.transpose(c, perm)
+            return backward(tf.stop_gradient(d_spikes), o_tm, aux, ng, theta)
 
         if return_membrane:
             return (spikes, tf.stop_gradient(v_end)), grad
@@ -192,14 +212,16 @@ class LIF(keras.layers.Layer):
     ``tfsnn.surrogates`` name, instance or config. Switches reproducing the originals:
     ``fire_before_integrate`` (Rathi's one-step delay), ``leak_in_grad`` (False: Lee's identity
     leak in the backward pass), ``ng_correction`` (Lee's leak-aware gain), ``t_last0`` (STDB's
-    spike-time sentinel). Gradient: one custom op, see ``spike_sequence``.
+    spike-time sentinel). ``jit_compile``: XLA for the op's loops (None: automatic, see
+    ``spike_sequence``). Gradient: one custom op, see ``spike_sequence``.
     """
 
     def __init__(self, threshold=1.0, leak=1.0, reset="subtract", surrogate="linear",
                  fire_before_integrate=False, leak_in_grad=True, ng_correction=False,
-                 t_last0=-999.0, **kwargs):
+                 t_last0=-999.0, jit_compile=None, **kwargs):
         super().__init__(**kwargs)
         _check_neuron_args(float(threshold), leak, reset)
+        self.jit_compile = jit_compile
         self.threshold_init = float(threshold)
         self.leak = float(leak)
         self.reset = reset
@@ -220,7 +242,7 @@ class LIF(keras.layers.Layer):
         return spike_sequence(
             current, self.theta, self.leak, self.reset, self.surrogate,
             self.fire_before_integrate, self.leak_in_grad, self.ng_correction, self.t_last0,
-            return_membrane=return_membrane)
+            return_membrane=return_membrane, jit_compile=self.jit_compile)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -230,7 +252,7 @@ class LIF(keras.layers.Layer):
                 "reset": self.reset, "surrogate": sg.serialize(self.surrogate),
                 "fire_before_integrate": self.fire_before_integrate,
                 "leak_in_grad": self.leak_in_grad, "ng_correction": self.ng_correction,
-                "t_last0": self.t_last0}
+                "t_last0": self.t_last0, "jit_compile": self.jit_compile}
 
 
 @keras.saving.register_keras_serializable(package="tfsnn")
@@ -252,9 +274,9 @@ class RathiNeuron(LIF):
 
     def __init__(self, threshold=1.0, leak=1.0, reset="subtract", surrogate="stdb",
                  fire_before_integrate=True, leak_in_grad=True, ng_correction=False,
-                 t_last0=-999.0, **kwargs):
+                 t_last0=-999.0, jit_compile=None, **kwargs):
         super().__init__(threshold, leak, reset, surrogate, fire_before_integrate,
-                         leak_in_grad, ng_correction, t_last0, **kwargs)
+                         leak_in_grad, ng_correction, t_last0, jit_compile, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="tfsnn")
@@ -264,9 +286,9 @@ class LeeNeuron(LIF):
 
     def __init__(self, threshold=1.0, leak=0.99, reset="zero", surrogate="lee",
                  fire_before_integrate=False, leak_in_grad=False, ng_correction=True,
-                 t_last0=-999.0, **kwargs):
+                 t_last0=-999.0, jit_compile=None, **kwargs):
         super().__init__(threshold, leak, reset, surrogate, fire_before_integrate,
-                         leak_in_grad, ng_correction, t_last0, **kwargs)
+                         leak_in_grad, ng_correction, t_last0, jit_compile, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="tfsnn")
