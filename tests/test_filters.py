@@ -1,4 +1,4 @@
-"""IIR synapse filters (spec iir_and_proxy.md §A.2.1-§A.2.3, invariants D.1.1-D.1.4, D.1.8-D.1.9)."""
+"""IIR synapse filters (spec iir_and_proxy.md §A.2.1-§A.2.3; invariants D.1.1-4, D.1.8-9)."""
 import math
 
 import keras

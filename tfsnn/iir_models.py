@@ -234,7 +234,8 @@ class ProxyNet(keras.Model):
       one-hot ``Y`` (``rate_target``: ``o/T`` instead of ``o``), gradient ``+ weight_decay * w``
       (PyTorch's coupled L2), one optimizer step. BN runs in training mode (batch statistics,
       moving statistics updated) while the weight ``bn_update`` is 1; set it to 0 after the first
-      epoch (``FreezeBatchNorm``) to freeze both branches' statistics while gamma/beta train on.
+      epoch (``tfsnn.training.proxy.FreezeBatchNorm``) to freeze both branches' statistics
+      while gamma/beta train on.
     * Metrics: loss, strict (unique max), argmax (first index wins ties) and lenient (ties
       correct) accuracy of the SNN counts; labels are integer class ids.
     """
@@ -284,7 +285,8 @@ class ProxyNet(keras.Model):
         """ANN logits ``[B, classes]`` (ReLU network)."""
         h = tf.nn.relu(self.bns[0](self.convs[0](x), branch="ann", batch_stats=bn_training))
         for conv, bn in zip(self.convs[1:], self.bns[1:]):
-            h = tf.nn.max_pool2d(tf.nn.relu(bn(conv(h), branch="ann", batch_stats=bn_training)), 2, 2, "VALID")
+            h = tf.nn.relu(bn(conv(h), branch="ann", batch_stats=bn_training))
+            h = tf.nn.max_pool2d(h, 2, 2, "VALID")
         h = tf.reshape(h, [tf.shape(h)[0], -1])
         for fc in self.fcs[:-1]:
             h = tf.nn.relu(fc(h))

@@ -11,7 +11,8 @@ An epoch is ``repeats`` (100) copies of each pattern, each corrupted afresh (``c
 with p = 0.4 the input is (p = 0.7) spike-time jittered by ``round(N(0, 1))`` steps and (p = 0.5)
 has a 40x40 block or 40 whole channels zeroed (1/2 each); then Bernoulli(``noise_p``) noise spikes
 are OR-ed in. The corruption of item ``i`` in epoch ``e`` depends only on ``(seed, e, i)``, so a
-resumed run sees the same data. Dev / test are the same patterns with other corruption seeds.
+resumed run sees the same data. Dev / test are the same patterns with other corruption seeds
+(``dev_repeats`` / ``eval_repeats`` copies of each; dev is evaluated after every epoch).
 Optimizer AdamW (lr 1e-3, weight decay 0.01, eps 1e-8), MultiStepLR ``[50, 100, 150]`` x 0.1,
 batch 32, the last partial batch dropped. After training, ``reconstructions.png`` shows the
 corrupted input, the output spikes and the target of each pattern.
@@ -32,8 +33,8 @@ DEFAULTS = dict(
     data_path=None, epochs=100, batch_size=32, learning_rate=1e-3, weight_decay=0.01,
     lr_milestones=(50, 100, 150), lr_gamma=0.1, repeats=100, delay=4, noise_p=0.005,
     corrupt_p=0.4, jitter_p=0.7, erase_p=0.5, erase_size=40, tau_m=8.0, tau_s=2.0, seed=0,
-    eval_repeats=100, run_dir="logs/associative_memory", resume=False, overwrite=False,
-    tensorboard=True, verbose=1, png=True)
+    eval_repeats=100, dev_repeats=100, run_dir="logs/associative_memory", resume=False,
+    overwrite=False, tensorboard=True, verbose=1, png=True)
 IDENTITY_KEYS = ("delay", "tau_m", "tau_s")
 TEST_SEED_OFFSET, DEV_SEED_OFFSET = 1_000_003, 2_000_003
 
@@ -148,7 +149,7 @@ def resolve(config):
         if not ok:
             raise runs.ConfigError(f"--{flag}={c[flag]!r}: {msg}")
 
-    for flag in ("epochs", "batch_size", "repeats", "eval_repeats", "erase_size"):
+    for flag in ("epochs", "batch_size", "repeats", "eval_repeats", "dev_repeats", "erase_size"):
         need(int(c[flag]) == c[flag] and c[flag] >= 1, flag, "must be an integer >= 1")
     need(int(c["delay"]) == c["delay"] and c["delay"] >= 0, "delay", "must be an integer >= 0")
     for flag in ("noise_p", "corrupt_p", "jitter_p", "erase_p"):
@@ -163,8 +164,8 @@ def resolve(config):
 
 
 def save_reconstructions(path, inputs, outputs, targets):
-    """PNG grid: per pattern, the corrupted input, the output spikes and the target (rows =
-    patterns; each panel channels x time)."""
+    """PNG grid: per pattern (rows), the corrupted input, the output spikes and the target,
+    each ``[T, channels]``, drawn as a raster (channel down, time across)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -176,8 +177,10 @@ def save_reconstructions(path, inputs, outputs, targets):
                                           (outputs[i], "output spikes"),
                                           (targets[i], "target (delayed)"))):
             ax = axes[i, j]
-            ax.imshow(np.asarray(img).T, cmap="gray_r", aspect="auto", interpolation="nearest",
-                      vmin=0, vmax=1)
+            ch, t = np.nonzero(np.asarray(img).T > 0.5)  # spikes as dots: no aliasing
+            ax.scatter(t, ch, s=1.0, c="k", marker="s", linewidths=0)
+            ax.set_xlim(-0.5, np.shape(img)[0] - 0.5)
+            ax.set_ylim(np.shape(img)[1] - 0.5, -0.5)
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
@@ -185,9 +188,21 @@ def save_reconstructions(path, inputs, outputs, targets):
         axes[i, 0].set_ylabel(f"pattern {i}", fontsize=8)
     fig.tight_layout()
     tmp = Path(path).with_name(f".{Path(path).stem}.tmp.png")
-    fig.savefig(tmp, dpi=80)
+    fig.savefig(tmp, dpi=100)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+def write_reconstructions(model, patterns, c, path):
+    """Run ``model`` on one test-corrupted copy of each pattern, save the PNG grid at ``path``
+    and return the per-pattern filtered MSE."""
+    items = [make_item(patterns, c, c["seed"] + TEST_SEED_OFFSET, 0, k)
+             for k in range(len(patterns))]
+    x, y = np.stack([i[0] for i in items]), np.stack([i[1] for i in items])
+    out = model.predict(x, batch_size=c["batch_size"], verbose=0)
+    save_reconstructions(path, x, out, y)
+    loss = iir_models.FilteredMSE(c["tau_m"], c["tau_s"], reduction=None)
+    return [float(v) for v in loss(y, out)]
 
 
 def train(config, patterns=None, callbacks=()):
@@ -202,7 +217,7 @@ def train(config, patterns=None, callbacks=()):
     patterns = load_patterns(c["data_path"]) if patterns is None else np.asarray(patterns,
                                                                                    np.float32)
     steps = len(patterns) * c["repeats"] // c["batch_size"]
-    dev = epoch_maker(patterns, c, c["seed"] + DEV_SEED_OFFSET, c["eval_repeats"], False)
+    dev = epoch_maker(patterns, c, c["seed"] + DEV_SEED_OFFSET, c["dev_repeats"], False)
     test = epoch_maker(patterns, c, c["seed"] + TEST_SEED_OFFSET, c["eval_repeats"], False)
     val_ds = dev(tf.constant(0, tf.int64))
     timer = runs.EpochTimer()
@@ -221,15 +236,9 @@ def train(config, patterns=None, callbacks=()):
                    epoch_seconds=[float(s) for s in timer.seconds],
                    seconds_total=time.perf_counter() - start)
     if c["png"]:
-        items = [make_item(patterns, c, c["seed"] + TEST_SEED_OFFSET, 0, k)
-                 for k in range(len(patterns))]
-        x = np.stack([i[0] for i in items])
-        out = model.predict(x, batch_size=c["batch_size"], verbose=0)
         png = run.path / "reconstructions.png"
-        save_reconstructions(png, x, out, np.stack([i[1] for i in items]))
+        results["pattern_losses"] = write_reconstructions(model, patterns, c, png)
         results["reconstructions_png"] = str(png)
-        results["pattern_losses"] = [float(v) for v in iir_models.FilteredMSE(
-            c["tau_m"], c["tau_s"], reduction=None)(np.stack([i[1] for i in items]), out)]
     runs.atomic_write_json(run.results, results)
     return results
 

@@ -56,7 +56,8 @@ def resolve(config):
         need(c[flag] >= 0, flag, "must be >= 0 (0 = none / all)")
     need(c["strategy"] in STRATEGIES, "strategy", f"must be one of {', '.join(STRATEGIES)}")
     need(not (c["resume"] and c["overwrite"]), "overwrite", "cannot be combined with --resume")
-    c["run_dir"] = c["run_dir"] or f"logs/iir_{c['model']}_{c['dataset']}_{c['encoding']}_{c['state']}"
+    c["run_dir"] = c["run_dir"] or (
+        f"logs/iir_{c['model']}_{c['dataset']}_{c['encoding']}_{c['state']}")
     return c
 
 

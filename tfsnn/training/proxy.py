@@ -170,6 +170,7 @@ def summary_line(c, results):
     spe = results.get("seconds_per_epoch")
     return (f"final: method=proxy dataset={c['dataset']} width={c['width']} T={c['timesteps']} "
             f"test_strict_accuracy={results['test_strict_accuracy']:.4f} (argmax "
-            f"{results['test_argmax_accuracy']:.4f}, lenient {results['test_lenient_accuracy']:.4f})"
+            f"{results['test_argmax_accuracy']:.4f}, lenient "
+            f"{results['test_lenient_accuracy']:.4f})"
             f" epochs={results['epochs']}" + (f" time/epoch={spe:.1f}s" if spe else "")
             + f" run_dir={c['run_dir']}")
