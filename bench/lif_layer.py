@@ -1,7 +1,8 @@
 """Benchmark: one bias-free Linear (2048 -> 2048) + LIF layer vs the dense-matmul floor.
 
     python bench/lif_layer.py [--batch 16 --timesteps 500 --features 2048 --density 0.2
-                               --repeats 5 --surrogate linear --leak 0.95 --reset subtract]
+                               --repeats 5 --surrogate linear --leak 0.95 --reset subtract
+                               --jit auto|on|off]
 
 Times (tf.function-compiled, warmed up, median of ``--repeats``; the variants are interleaved
 per repeat so that load from other processes hits them alike):
@@ -37,6 +38,8 @@ flags.DEFINE_string("surrogate", "linear", "tfsnn.surrogates name")
 flags.DEFINE_float("leak", 0.95, "LIF leak factor (1 = IF)")
 flags.DEFINE_enum("reset", "subtract", ["subtract", "zero"], "reset mode")
 flags.DEFINE_float("threshold", 1.0, "threshold")
+flags.DEFINE_enum("jit", "auto", ["auto", "on", "off"], "XLA for the neuron op's loops "
+                  "(auto: the library default, on for T >= 64 inside tf.function)")
 flags.DEFINE_string("memory_of", "", "internal: measure the peak memory of one variant")
 
 VARIANTS = ("floor_fwd", "floor_fwd_bwd", "layer_fwd", "layer_fwd_bwd")
@@ -61,7 +64,8 @@ def build():
     w = tf.Variable(rng.normal(0, 1.5 / np.sqrt(F * FLAGS.density), (F, F)).astype(np.float32))
     g = tf.constant(rng.normal(size=(B, T, F)).astype(np.float32))
     kw = dict(threshold=FLAGS.threshold, leak=FLAGS.leak, reset=FLAGS.reset,
-              surrogate=FLAGS.surrogate)
+              surrogate=FLAGS.surrogate,
+              jit_compile={"auto": None, "on": True, "off": False}[FLAGS.jit])
 
     def dense(x):  # time folded into the batch: one [B*T, F] x [F, F] matmul
         return tf.reshape(tf.matmul(tf.reshape(x, [-1, F]), w), [B, T, F])
@@ -140,12 +144,12 @@ def main(argv):
         args = [sys.executable, os.path.abspath(__file__), f"--memory_of={k}"] + [
             f"--{f}={getattr(FLAGS, f)}" for f in
             ("batch", "timesteps", "features", "density", "surrogate", "leak", "reset",
-             "threshold")]
+             "threshold", "jit")]
         out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
         mem[k] = json.loads(out.strip().splitlines()[-1])
     B, T, F = FLAGS.batch, FLAGS.timesteps, FLAGS.features
     print(f"Linear({F}->{F}, no bias) + LIF(leak={FLAGS.leak}, reset={FLAGS.reset}, "
-          f"surrogate={FLAGS.surrogate}); B={B} T={T} input density={FLAGS.density}; "
+          f"surrogate={FLAGS.surrogate}, jit={FLAGS.jit}); B={B} T={T} input density={FLAGS.density}; "
           f"output rate={rate:.3f}; TF {tf.__version__}, {os.cpu_count()} CPUs, "
           f"median of {FLAGS.repeats}")
     print(f"{'variant':16s} {'time_s':>8s} {'peak_MiB':>9s} ({mem['floor_fwd']['kind']})")
