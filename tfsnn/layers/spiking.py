@@ -70,7 +70,8 @@ def target_levels(v, thresholds):
 def signed_counts(levels, num_steps=None):
     """Net counts of the signed dynamic-threshold neuron for target levels ``L_t``.
 
-    ``n_t = n_{t-1} + clip(L_t - n_{t-1}, -1, 1)``, ``n_{-1} = 0``.
+    ``n_t = n_{t-1} + clip(L_t - n_{t-1}, -1, 1)``, ``n_{-1} = 0``. The count form of
+    ``signed_spikes`` (which the layers use), kept as a reference for tests.
 
     Args:
       levels: int32 ``[B, t_e, ...]``, the target level of frames ``0..t_e-1``; later frames are
