@@ -216,3 +216,17 @@ def test_train_and_resume_tiny(tmp_path):
     assert r2["epochs"] == 2
     assert len((tmp_path / "r" / "history.csv").read_text().strip().splitlines()) == 3
     assert (tmp_path / "r" / "model.keras").is_file()
+
+
+@pytest.mark.slow
+def test_real_fashion_mnist_snn_mlp_1_learns(tmp_path):
+    """snn_mlp_1 on 5,000 real Fashion-MNIST images, one epoch (lr 1e-3): well above chance."""
+    from tfsnn import data
+    try:
+        (x, y), (xt, yt) = data.load("fashion_mnist", download=False)
+    except data.DatasetNotFoundError:
+        pytest.skip("Fashion-MNIST not available offline")
+    r = train_iir.train(dict(epochs=1, learning_rate=1e-3, run_dir=str(tmp_path / "f"),
+                             verbose=0, tensorboard=False),
+                        arrays=((x[:5000], y[:5000]), None, (xt[:1000], yt[:1000])))
+    assert r["test_accuracy"] > 0.5
