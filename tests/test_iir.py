@@ -230,3 +230,15 @@ def test_real_fashion_mnist_snn_mlp_1_learns(tmp_path):
                              verbose=0, tensorboard=False),
                         arrays=((x[:5000], y[:5000]), None, (xt[:1000], yt[:1000])))
     assert r["test_accuracy"] > 0.5
+
+
+@pytest.mark.parametrize("name", ["snn_mlp_2", "snn_conv_1"])
+def test_every_weight_gets_a_gradient(name):
+    keras.utils.set_random_seed(9)
+    m = M.iir_model(name, timesteps=4, state="carry", batch_size=2)
+    x = np.random.default_rng(9).random((2, 28, 28, 1)).astype(np.float32)
+    with tf.GradientTape() as tape:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(np.array([1, 2]), m(x))
+    grads = tape.gradient(loss, m.trainable_weights)
+    assert all(g is not None for g in grads)
+    assert sum(float(tf.reduce_sum(tf.abs(g))) for g in grads) > 0
