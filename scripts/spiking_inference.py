@@ -11,7 +11,8 @@ Reads ``<run_dir>/model.keras`` (and ``flags.json`` for the defaults of --k, --u
 * the six per-(batch, step) stat files of the original: accuracy.txt, spike_num.txt,
   spike_collect.txt, sop_num.txt, abs_spike.txt, sum_spike.txt (raw counts summed over each
   batch; meaning in ``snn/README.md`` and ``tfsnn.monitor``);
-* ``summary.json``: ann_accuracy, snn_accuracy (last step), accuracy_per_step, disagreements,
+* ``summary.json``: ann_accuracy, snn_accuracy (last step), accuracy_per_step,
+  agreement_per_step (fraction of images whose SNN prediction equals the ANN's), disagreements,
   equal_from_step, accuracy_equal_from_step, converged_step, timesteps, k, use_int,
   spikes_per_image, sops_per_image, ann_macs_per_image, ...;
 * ``tb/``: TensorBoard scalars over the time step.
@@ -166,6 +167,8 @@ def main(argv):
         "timesteps_rule": "default 32 * 2^k" if FLAGS.timesteps is None else "--timesteps",
         "ann_accuracy": ann_acc, "snn_accuracy": res.accuracy,
         "accuracy_per_step": [float(a) for a in acc],
+        "agreement_per_step": [float(a) for a in
+                               (res.predictions == res.ann_predictions[:, None]).mean(0)],
         "disagreements": res.disagreements, "equal_from_step": res.equal_from_step,
         "accuracy_equal_from_step": acc_equal_from,
         "converged_step": res.converged_step, "converged": res.converged,
