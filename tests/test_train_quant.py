@@ -33,7 +33,7 @@ def config(tmp_path, **kw):
 @pytest.mark.parametrize("flag,value,msg", [
     ("k", -1, "--k=-1: must be an integer >= 0"),
     ("dataset", "svhn", "--dataset='svhn': must be one of"),
-    ("epochs", 0, "--epochs=0: must be >= 1"),
+    ("epochs", 0, "--epochs=0: must be an integer >= 1"),
     ("learning_rate", 0.0, "--learning_rate=0.0: must be > 0"),
     ("strategy", "tpu", "--strategy='tpu': must be one of"),
     ("max_train_examples", -5, "--max_train_examples=-5"),

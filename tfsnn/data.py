@@ -210,16 +210,52 @@ def input_shape(name):
     return (CIFAR_CROP, CIFAR_CROP, 3) if name == "cifar10" else DATASETS[name]["shape"]
 
 
-def pipeline(name, images, labels, batch_size, training, seed=None, drop_remainder=False):
+def pipeline(name, images, labels, batch_size, training, seed=None, drop_remainder=False,
+             preprocess_fn=None):
     """A batched ``tf.data.Dataset`` of ``(float32 images, int64 labels)``.
 
     Shuffles (reshuffling every epoch, seeded by ``seed``) when ``training``; preprocessing runs
-    per batch after batching; prefetches one batch ahead.
+    per batch after batching (``preprocess_fn(uint8 batch)`` if given, else ``preprocess(name,
+    batch, training)``); prefetches one batch ahead.
     """
+    fn = preprocess_fn or (lambda x: preprocess(name, x, training))
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
     if training:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    ds = ds.map(lambda x, y: (preprocess(name, x, training), y),
-                num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda x, y: (fn(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def split(name, validation_examples=0, max_train_examples=0, max_test_examples=0):
+    """``(train, val_or_None, test)`` ``(images, labels)`` arrays of a dataset.
+
+    ``val`` is the last ``validation_examples`` images of the training split (at most a fifth of
+    it); ``max_*_examples`` keep the first N of the (remaining) train / test images (0 = all).
+    """
+    (x, y), test = load(name)
+    nval = min(validation_examples, len(x) // 5)
+    train, val = (x[:len(x) - nval], y[:len(x) - nval]), (x[len(x) - nval:], y[len(x) - nval:])
+    if max_train_examples:
+        train = tuple(a[:max_train_examples] for a in train)
+    if max_test_examples:
+        test = tuple(a[:max_test_examples] for a in test)
+    return train, (val if nval else None), test
+
+
+def epoch_maker(x, y, batch_size, seed, preprocess_fn, drop_remainder=False):
+    """``epoch (int64 tensor) -> dataset`` of one epoch's ``(preprocess_fn(images), labels)``.
+
+    The permutation depends only on ``(seed, epoch)``, so a resumed run sees exactly the batches
+    of an uninterrupted one (see ``tfsnn.runs.epoch_dataset``).
+    """
+    x, y = tf.constant(x), tf.constant(y)
+    n = int(x.shape[0])
+
+    def make(epoch):
+        perm = tf.random.experimental.stateless_shuffle(
+            tf.range(n), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+        return tf.data.Dataset.from_tensor_slices(perm).batch(
+            batch_size, drop_remainder=drop_remainder).map(
+            lambda i: (preprocess_fn(tf.gather(x, i)), tf.gather(y, i)))
+    return make

@@ -23,8 +23,43 @@ import keras
 import tensorflow as tf
 
 
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
 class ConfigError(ValueError):
     """A flag or configuration value is invalid; the message names the flag."""
+
+
+def merge(config, defaults, extra_keys=()):
+    """``defaults`` updated with the non-None values of ``config``; unknown keys are an error."""
+    unknown = set(config) - set(defaults) - set(extra_keys)
+    if unknown:
+        raise ConfigError(f"unknown option(s): {sorted(unknown)}")
+    return {**defaults, **{k: v for k, v in config.items() if v is not None}}
+
+
+def checker(c):
+    """``need(ok, flag, msg)``: raise ``ConfigError("--flag=value: msg")`` unless ``ok``."""
+    def need(ok, flag, msg):
+        if not ok:
+            raise ConfigError(f"--{flag}={c[flag]!r}: {msg}")
+    return need
+
+
+def check_run_options(c):
+    """Checks every training script shares: positive epochs / batch size, subset sizes >= 0,
+    a known ``--strategy``, and ``--resume`` without ``--overwrite`` (keys absent are skipped)."""
+    need = checker(c)
+    for flag in ("epochs", "batch_size"):
+        if flag in c:
+            need(int(c[flag]) == c[flag] and c[flag] >= 1, flag, "must be an integer >= 1")
+    for flag in ("max_train_examples", "max_test_examples", "validation_examples"):
+        if flag in c:
+            need(c[flag] >= 0, flag, "must be >= 0 (0 = all / none)")
+    if "strategy" in c:
+        need(c["strategy"] in STRATEGIES, "strategy", f"must be one of {', '.join(STRATEGIES)}")
+    need(not (c.get("resume") and c.get("overwrite")), "overwrite",
+         "cannot be combined with --resume")
 
 
 def atomic_write_text(path, text):

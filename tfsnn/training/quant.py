@@ -24,7 +24,6 @@ IDENTITY_KEYS = ("k", "use_ternary", "dataset", "model", "full_precision", "qat_
 MODES = ("training", "inference")
 SPIKE_SAMPLE = 32  # test images whose SNN activity is logged to TensorBoard every epoch
 SCHEDULES = ("constant", "cosine")
-STRATEGIES = ("default", "mirrored", "multi_worker")
 BACKENDS = ("tfsnn", "tfmot")
 
 
@@ -40,26 +39,15 @@ def resolve(config):
 
     Raises ``runs.ConfigError`` naming the offending flag before any work is done.
     """
-    unknown = set(config) - set(DEFAULTS) - {"model"}
-    if unknown:
-        raise runs.ConfigError(f"unknown option(s): {sorted(unknown)}")
-    c = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
-
-    def need(ok, flag, msg):
-        if not ok:
-            raise runs.ConfigError(f"--{flag}={c[flag]!r}: {msg}")
+    c = runs.merge(config, DEFAULTS, extra_keys=("model",))
+    need = runs.checker(c)
 
     need(isinstance(c["k"], (int, np.integer)) and c["k"] >= 0, "k", "must be an integer >= 0")
     need(c["mode"] in MODES, "mode", f"must be one of {', '.join(MODES)}")
     need(c["dataset"] in data.DATASETS, "dataset", f"must be one of {', '.join(data.DATASETS)}")
-    for flag in ("epochs", "batch_size"):
-        need(c[flag] >= 1, flag, "must be >= 1")
+    runs.check_run_options(c)
     need(c["learning_rate"] > 0, "learning_rate", "must be > 0")
     need(c["lr_schedule"] in SCHEDULES, "lr_schedule", f"must be one of {', '.join(SCHEDULES)}")
-    for flag in ("max_train_examples", "max_test_examples", "validation_examples"):
-        need(c[flag] >= 0, flag, "must be >= 0 (0 = all / none)")
-    need(c["strategy"] in STRATEGIES, "strategy", f"must be one of {', '.join(STRATEGIES)}")
-    need(not (c["resume"] and c["overwrite"]), "overwrite", "cannot be combined with --resume")
     need(not (c["mode"] == "inference" and c["resume"]), "resume", "only applies to --mode training")
     need(c["qat_backend"] in BACKENDS, "qat_backend", f"must be one of {', '.join(BACKENDS)}")
     if c["qat_backend"] == "tfmot":
@@ -74,27 +62,13 @@ def resolve(config):
 
 def split_data(c):
     """``(train, val, test)`` arrays per the config's subset flags (val = end of the train split)."""
-    (x, y), test = data.load(c["dataset"])
-    nval = min(c["validation_examples"], len(x) // 5)
-    train, val = (x[:len(x) - nval], y[:len(x) - nval]), (x[len(x) - nval:], y[len(x) - nval:])
-    if c["max_train_examples"]:
-        train = tuple(a[:c["max_train_examples"]] for a in train)
-    if c["max_test_examples"]:
-        test = tuple(a[:c["max_test_examples"]] for a in test)
-    return train, (val if nval else None), test
+    return data.split(c["dataset"], c["validation_examples"], c["max_train_examples"],
+                      c["max_test_examples"])
 
 
 def epoch_maker(name, x, y, batch_size, seed):
     """``epoch -> dataset`` with a permutation that depends only on (seed, epoch)."""
-    x, y = tf.constant(x), tf.constant(y)
-    n = int(x.shape[0])
-
-    def make(epoch):
-        perm = tf.random.experimental.stateless_shuffle(
-            tf.range(n), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-        return tf.data.Dataset.from_tensor_slices(perm).batch(batch_size).map(
-            lambda i: (data.preprocess(name, tf.gather(x, i), True), tf.gather(y, i)))
-    return make
+    return data.epoch_maker(x, y, batch_size, seed, lambda b: data.preprocess(name, b, True))
 
 
 def build_model(c, steps_per_epoch):

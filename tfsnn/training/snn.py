@@ -21,7 +21,6 @@ from tfsnn import data, runs, snn_models
 from tfsnn.training import hybrid, spike_bp
 
 METHODS = ("spike_bp", "hybrid")
-STRATEGIES = ("default", "mirrored", "multi_worker")
 DEFAULTS = dict(
     method="spike_bp", model=None, dataset="fashion_mnist", timesteps=100, epochs=5,
     batch_size=32, learning_rate=None, resume=False, overwrite=False, run_dir=None,
@@ -42,14 +41,8 @@ def default_run_dir(c):
 
 def resolve(config):
     """Fill defaults and derived keys and validate every value (``runs.ConfigError``)."""
-    unknown = set(config) - set(DEFAULTS)
-    if unknown:
-        raise runs.ConfigError(f"unknown option(s): {sorted(unknown)}")
-    c = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
-
-    def need(ok, flag, msg):
-        if not ok:
-            raise runs.ConfigError(f"--{flag}={c[flag]!r}: {msg}")
+    c = runs.merge(config, DEFAULTS)
+    need = runs.checker(c)
 
     need(c["method"] in METHODS, "method", f"must be one of {', '.join(METHODS)}")
     need(c["dataset"] in data.DATASETS, "dataset", f"must be one of {', '.join(data.DATASETS)}")
@@ -59,11 +52,10 @@ def resolve(config):
          f"must be one of {', '.join(snn_models.names())}")
     need(c["method"] != "hybrid" or snn_models.FAMILY[c["model"]] == "rathi", "model",
          "hybrid conversion needs a Rathi architecture (vgg5/9/11/13/16, resnet12/20/34)")
-    for flag in ("timesteps", "epochs", "batch_size", "balance_examples"):
+    runs.check_run_options(c)
+    for flag in ("timesteps", "balance_examples"):
         need(int(c[flag]) == c[flag] and c[flag] >= 1, flag, "must be an integer >= 1")
     need(c["ann_epochs"] >= 0, "ann_epochs", "must be >= 0")
-    for flag in ("max_train_examples", "max_test_examples", "validation_examples"):
-        need(c[flag] >= 0, flag, "must be >= 0 (0 = all / none)")
     c["learning_rate"] = c["learning_rate"] or DEFAULT_LR[c["method"]].get(
         c["model"], 1e-4 if c["method"] == "hybrid" else 0.0033)
     for flag in ("learning_rate", "ann_learning_rate", "scaling_factor"):
@@ -79,8 +71,6 @@ def resolve(config):
     if c["fc_widths"] is not None:
         c["fc_widths"] = [int(w) for w in c["fc_widths"]]
         need(all(w >= 1 for w in c["fc_widths"]), "fc_widths", "widths must be >= 1")
-    need(c["strategy"] in STRATEGIES, "strategy", f"must be one of {', '.join(STRATEGIES)}")
-    need(not (c["resume"] and c["overwrite"]), "overwrite", "cannot be combined with --resume")
     c["run_dir"] = c["run_dir"] or default_run_dir(c)
     return c
 
@@ -102,32 +92,18 @@ def preprocess(name, images, training):
 
 
 def split_data(c):
-    (x, y), test = data.load(c["dataset"])
-    nval = min(c["validation_examples"], len(x) // 5)
-    train, val = (x[:len(x) - nval], y[:len(x) - nval]), (x[len(x) - nval:], y[len(x) - nval:])
-    if c["max_train_examples"]:
-        train = tuple(a[:c["max_train_examples"]] for a in train)
-    if c["max_test_examples"]:
-        test = tuple(a[:c["max_test_examples"]] for a in test)
-    return train, (val if nval else None), test
+    return data.split(c["dataset"], c["validation_examples"], c["max_train_examples"],
+                      c["max_test_examples"])
 
 
 def epoch_maker(name, x, y, batch_size, seed):
     """``epoch -> dataset`` whose order depends only on (seed, epoch) (exact resume)."""
-    x, y = tf.constant(x), tf.constant(y)
-    n = int(x.shape[0])
-
-    def make(epoch):
-        perm = tf.random.experimental.stateless_shuffle(
-            tf.range(n), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-        return tf.data.Dataset.from_tensor_slices(perm).batch(batch_size).map(
-            lambda i: (preprocess(name, tf.gather(x, i), True), tf.gather(y, i)))
-    return make
+    return data.epoch_maker(x, y, batch_size, seed, lambda b: preprocess(name, b, True))
 
 
 def eval_ds(name, x, y, batch_size):
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).map(
-        lambda a, b: (preprocess(name, a, False), b))
+    return data.pipeline(name, x, y, batch_size, False,
+                         preprocess_fn=lambda b: preprocess(name, b, False))
 
 
 # ------------------------------------------------------------------ models
