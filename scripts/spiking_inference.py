@@ -43,7 +43,10 @@ flags.DEFINE_integer("noise_seed", 0, "Seed of the input noise.")
 flags.DEFINE_integer("batch_size", 200, "Images per batch, >= 1.")
 flags.DEFINE_integer("max_test_examples", 0, "Use the first N test images (0 = all).")
 flags.DEFINE_string("dataset", None, "mnist | fashion_mnist | cifar10; default: the run's.")
-flags.DEFINE_bool("tensorboard", True, "Write TensorBoard scalars under <run_dir>/snn/tb.")
+flags.DEFINE_bool("tensorboard", True, "Write TensorBoard views (per-step scalars, count "
+                  "histograms, rasters) under <run_dir>/snn/tb.")
+
+RASTER_IMAGES = 4  # test images whose per-step spikes are kept for rasters and histograms
 
 README = """# Spiking inference outputs (tfsnn, ALL_INT_SNN)
 
@@ -114,7 +117,7 @@ def main(argv):
     saved, run, dataset = validate()
     import keras
     import numpy as np
-    from tfsnn import convert as cv, data, monitor, runs
+    from tfsnn import callbacks, convert as cv, data, monitor, runs
     from tfsnn import simulate as sim
     import tfsnn.layers  # noqa: F401  (registers the layers for load_model)
 
@@ -182,16 +185,12 @@ def main(argv):
         "steps_note": "step t is 0-based; equal_from_step is the first t from which SNN and ANN "
                       "predictions agree on every image",
     }
+    trains = callbacks.sample_spike_trains(snn, x[:RASTER_IMAGES], t_steps)
+    summary["plots"] = [p.name for p in callbacks.save_simulation_plots(
+        out_dir, res, trains, ann_macs=macs["total_hidden_and_output"])]
     runs.atomic_write_json(out_dir / "summary.json", summary)
     if FLAGS.tensorboard:
-        agree = (res.predictions == res.ann_predictions[:, None]).mean(0)
-        scal = {"snn/accuracy": acc, "snn/agreement_with_ann": agree,
-                "snn/spikes_per_image_cumulative": series["spike_num.txt"].sum(0) / res.n_images,
-                "snn/sops_per_image_cumulative": series["sop_num.txt"].sum(0) / res.n_images}
-        for i, name in enumerate(res.layer_names):
-            scal[f"spikes_per_image/{name}"] = (res.pos + res.neg)[:, i].sum(0) / res.n_images
-            scal[f"negative_spikes_per_image/{name}"] = res.neg[:, i].sum(0) / res.n_images
-        monitor.write_tensorboard(str(out_dir / "tb"), scal)
+        callbacks.log_simulation(out_dir / "tb", res, trains)
     if not res.converged:
         logging.warning("the SNN still spiked at the last step (%d); increase --timesteps",
                         t_steps - 1)

@@ -160,13 +160,18 @@ def log_simulation(log_dir, result, trains=None, max_neurons=64):
       result: a ``tfsnn.simulate.SimResult``.
       trains: optional ``sample_spike_trains`` output for rasters and count histograms.
     Tags (step t = time steps run, 1..T): ``snn/accuracy`` (and ``snn/ann_accuracy``),
+    ``snn/agreement_with_ann`` (share of images predicted as the ANN does),
     ``snn/<layer>/firing_rate`` (events per neuron per image at that step),
-    ``snn/<layer>/spikes_per_image`` and ``snn/<layer>/sops_per_image`` (cumulative),
+    ``snn/<layer>/spikes_per_image``, ``snn/<layer>/negative_spikes_per_image`` and
+    ``snn/<layer>/sops_per_image`` (cumulative),
     ``snn/total/sops_per_image`` (cumulative); with ``trains``: ``snn/<layer>/net_counts``
     (histogram at the last step) and ``snn/<layer>/raster`` (image, first sample image).
     """
     n = max(result.n_images, 1)
     events = (result.pos + result.neg).sum(axis=0)  # [L, T]
+    neg = result.neg.sum(axis=0)
+    agree = (None if result.ann_logits is None else
+             (result.predictions == result.ann_predictions[:, None]).mean(0))
     sops = result.sops.sum(axis=0)                    # [R, T]
     sizes = _layer_sizes(result, trains)
     writer = tf.summary.create_file_writer(str(log_dir))
@@ -178,11 +183,15 @@ def log_simulation(log_dir, result, trains=None, max_neurons=64):
                 tf.summary.scalar("snn/accuracy", acc[t], step=step)
                 if result.ann_accuracy is not None:
                     tf.summary.scalar("snn/ann_accuracy", result.ann_accuracy, step=step)
+            if agree is not None:
+                tf.summary.scalar("snn/agreement_with_ann", agree[t], step=step)
             for l, name in enumerate(result.layer_names):
                 if sizes.get(name):
                     tf.summary.scalar(f"snn/{name}/firing_rate", events[l, t] / n / sizes[name],
                                       step=step)
                 tf.summary.scalar(f"snn/{name}/spikes_per_image", events[l, :step].sum() / n,
+                                  step=step)
+                tf.summary.scalar(f"snn/{name}/negative_spikes_per_image", neg[l, :step].sum() / n,
                                   step=step)
             for r, name in enumerate(result.sop_layer_names):
                 tf.summary.scalar(f"snn/{name}/sops_per_image", sops[r, :step].sum() / n, step=step)

@@ -29,7 +29,6 @@ abs_spike.txt      this step only: sum_{l in H} sum_i |s_{l,i,t}|
 sum_spike.txt      this step only: sum_{l in H} sum_i s_{l,i,t}
 =================  ==========================================================================
 """
-import json
 import os
 
 import numpy as np
@@ -94,32 +93,6 @@ def write_stat_files(out_dir, series):
     for name in STAT_FILES:
         _atomic_write(os.path.join(out_dir, name),
                       "".join(f"{int(v)}\n" for v in np.asarray(series[name]).reshape(-1)))
-
-
-def write_json(path, obj):
-    """Write ``obj`` as indented JSON atomically (temp file + rename)."""
-    _atomic_write(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
-
-
-def write_tensorboard(log_dir, scalars):
-    """Write per-step scalars: ``scalars`` maps tag -> sequence over steps (step = t)."""
-    writer = tf.summary.create_file_writer(log_dir)
-    with writer.as_default():
-        for tag, values in scalars.items():
-            for t, v in enumerate(np.asarray(values, np.float64).reshape(-1)):
-                tf.summary.scalar(tag, float(v), step=t)
-    writer.flush()
-    writer.close()
-
-
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
 def _atomic_write(path, text):
