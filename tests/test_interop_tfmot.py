@@ -66,6 +66,11 @@ def test_tfmot_forward_equals_tfsnn_keras3(tmp_path, mnist_test_split, k):
     got, want = model.predict(x, verbose=0), np.load(tmp_path / "logits.npy")
     np.testing.assert_array_equal(got.argmax(1), want.argmax(1))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+    # the integer SNN converted from it predicts exactly what the tfmot model predicts
+    from tfsnn import convert, simulate
+    res = simulate.simulate(convert.convert(model, use_int=True), x, batch_size=200)
+    assert res.converged
+    np.testing.assert_array_equal(res.predictions[:, -1], want.argmax(1))  # 0 disagreements
 
 
 def test_clear_error_under_keras3():
