@@ -37,7 +37,7 @@ def dual_exp_coefficients(tau_m, tau_s):
 
 
 def dual_exp_peak_gain(tau_m, tau_s):
-    """``V0 = eta^(eta/(eta-1)) / (eta-1)``, ``eta = tau_m/tau_s`` (2.116535 for (4,1) and (8,2))."""
+    """``V0 = eta^(eta/(eta-1)) / (eta-1)``, ``eta = tau_m/tau_s`` (2.116535 for (4,1), (8,2))."""
     eta = tau_m / tau_s
     return eta ** (eta / (eta - 1.0)) / (eta - 1.0)
 
