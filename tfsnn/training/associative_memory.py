@@ -140,16 +140,11 @@ def build_model(c, steps_per_epoch, patterns):
 
 
 def resolve(config):
-    unknown = set(config) - set(DEFAULTS)
-    if unknown:
-        raise runs.ConfigError(f"unknown option(s): {sorted(unknown)}")
-    c = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+    c = runs.merge(config, DEFAULTS)
+    need = runs.checker(c)
+    runs.check_run_options(c)
 
-    def need(ok, flag, msg):
-        if not ok:
-            raise runs.ConfigError(f"--{flag}={c[flag]!r}: {msg}")
-
-    for flag in ("epochs", "batch_size", "repeats", "eval_repeats", "dev_repeats", "erase_size"):
+    for flag in ("repeats", "eval_repeats", "dev_repeats", "erase_size"):
         need(int(c[flag]) == c[flag] and c[flag] >= 1, flag, "must be an integer >= 1")
     need(int(c["delay"]) == c["delay"] and c["delay"] >= 0, "delay", "must be an integer >= 0")
     for flag in ("noise_p", "corrupt_p", "jitter_p", "erase_p"):
@@ -158,7 +153,6 @@ def resolve(config):
         need(c[flag] > 0, flag, "must be > 0")
     need(c["weight_decay"] >= 0, "weight_decay", "must be >= 0")
     c["lr_milestones"] = parse_milestones(c["lr_milestones"], need)
-    need(not (c["resume"] and c["overwrite"]), "overwrite", "cannot be combined with --resume")
     need(c["repeats"] * 10 >= c["batch_size"], "batch_size", "exceeds the examples per epoch")
     return c
 

@@ -25,19 +25,13 @@ DEFAULTS = dict(
     max_test_examples=0, seed=2, run_dir=None, resume=False, overwrite=False,
     strategy="default", tensorboard=True, verbose=1)
 IDENTITY_KEYS = ("model", "dataset", "encoding", "timesteps", "state", "tau_m", "tau_s")
-STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
 def resolve(config):
     """Fill defaults and ``run_dir`` and validate; ``runs.ConfigError`` names the bad flag."""
-    unknown = set(config) - set(DEFAULTS)
-    if unknown:
-        raise runs.ConfigError(f"unknown option(s): {sorted(unknown)}")
-    c = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
-
-    def need(ok, flag, msg):
-        if not ok:
-            raise runs.ConfigError(f"--{flag}={c[flag]!r}: {msg}")
+    c = runs.merge(config, DEFAULTS)
+    need = runs.checker(c)
+    runs.check_run_options(c)
 
     need(c["model"] in iir_models.IIR_MODELS, "model",
          f"must be one of {', '.join(iir_models.IIR_MODELS)}")
@@ -45,17 +39,13 @@ def resolve(config):
     need(c["encoding"] in iir_models.ENCODINGS, "encoding",
          f"must be one of {', '.join(iir_models.ENCODINGS)}")
     need(c["state"] in ("zero", "carry"), "state", "must be zero or carry")
-    for flag in ("timesteps", "epochs", "batch_size"):
-        need(int(c[flag]) == c[flag] and c[flag] >= 1, flag, "must be an integer >= 1")
+    need(int(c["timesteps"]) == c["timesteps"] and c["timesteps"] >= 1, "timesteps",
+         "must be an integer >= 1")
     for flag in ("tau_m", "tau_s", "learning_rate", "lr_gamma"):
         need(c[flag] > 0, flag, "must be > 0")
     need(c["tau_m"] != c["tau_s"], "tau_s", "must differ from --tau_m")
     need(0.0 <= c["dropout"] < 1.0, "dropout", "must be in [0, 1)")
     c["lr_milestones"] = parse_milestones(c["lr_milestones"], need)
-    for flag in ("validation_examples", "max_train_examples", "max_test_examples"):
-        need(c[flag] >= 0, flag, "must be >= 0 (0 = none / all)")
-    need(c["strategy"] in STRATEGIES, "strategy", f"must be one of {', '.join(STRATEGIES)}")
-    need(not (c["resume"] and c["overwrite"]), "overwrite", "cannot be combined with --resume")
     c["run_dir"] = c["run_dir"] or (
         f"logs/iir_{c['model']}_{c['dataset']}_{c['encoding']}_{c['state']}")
     return c
@@ -85,14 +75,8 @@ def multistep_lr(lr, milestones, gamma, steps_per_epoch):
 
 def split_data(c):
     """``(train, val_or_None, test)`` uint8 arrays per the subset flags."""
-    (x, y), test = data.load(c["dataset"])
-    nval = min(c["validation_examples"], len(x) // 5)
-    train, val = (x[:len(x) - nval], y[:len(x) - nval]), (x[len(x) - nval:], y[len(x) - nval:])
-    if c["max_train_examples"]:
-        train = tuple(a[:c["max_train_examples"]] for a in train)
-    if c["max_test_examples"]:
-        test = tuple(a[:c["max_test_examples"]] for a in test)
-    return train, (val if nval else None), test
+    return data.split(c["dataset"], c["validation_examples"], c["max_train_examples"],
+                      c["max_test_examples"])
 
 
 def to_float(images):
@@ -102,22 +86,12 @@ def to_float(images):
 
 def epoch_maker(x, y, batch_size, seed, drop_remainder):
     """``epoch -> dataset`` with a permutation that depends only on (seed, epoch)."""
-    x, y = tf.constant(x), tf.constant(y)
-    n = int(x.shape[0])
-
-    def make(epoch):
-        perm = tf.random.experimental.stateless_shuffle(
-            tf.range(n), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-        return tf.data.Dataset.from_tensor_slices(perm).batch(
-            batch_size, drop_remainder=drop_remainder).map(
-            lambda i: (to_float(tf.gather(x, i)), tf.gather(y, i)))
-    return make
+    return data.epoch_maker(x, y, batch_size, seed, to_float, drop_remainder)
 
 
 def eval_dataset(x, y, batch_size, drop_remainder=False):
-    return tf.data.Dataset.from_tensor_slices((x, y)).batch(
-        batch_size, drop_remainder=drop_remainder).map(
-        lambda a, b: (to_float(a), b)).prefetch(tf.data.AUTOTUNE)
+    return data.pipeline(None, x, y, batch_size, False, drop_remainder=drop_remainder,
+                         preprocess_fn=to_float)
 
 
 def build_model(c, steps_per_epoch):

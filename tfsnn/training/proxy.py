@@ -29,7 +29,6 @@ DEFAULTS = dict(
     max_test_examples=0, seed=2020, run_dir=None, resume=False, overwrite=False,
     strategy="default", tensorboard=True, verbose=1)
 IDENTITY_KEYS = ("dataset", "width", "timesteps", "threshold", "rate_target")
-STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
 class FreezeBatchNorm(keras.callbacks.Callback):
@@ -46,17 +45,12 @@ class FreezeBatchNorm(keras.callbacks.Callback):
 
 def resolve(config):
     """Fill defaults and ``run_dir`` and validate; ``runs.ConfigError`` names the bad flag."""
-    unknown = set(config) - set(DEFAULTS)
-    if unknown:
-        raise runs.ConfigError(f"unknown option(s): {sorted(unknown)}")
-    c = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
-
-    def need(ok, flag, msg):
-        if not ok:
-            raise runs.ConfigError(f"--{flag}={c[flag]!r}: {msg}")
+    c = runs.merge(config, DEFAULTS)
+    need = runs.checker(c)
+    runs.check_run_options(c)
 
     need(c["dataset"] in ("mnist", "fashion_mnist"), "dataset", "must be mnist or fashion_mnist")
-    for flag in ("width", "timesteps", "epochs", "batch_size"):
+    for flag in ("width", "timesteps"):
         need(int(c[flag]) == c[flag] and c[flag] >= 1, flag, "must be an integer >= 1")
     for flag in ("threshold", "learning_rate", "epsilon"):
         need(c[flag] > 0, flag, "must be > 0")
@@ -65,10 +59,6 @@ def resolve(config):
     need(c["weight_decay"] >= 0, "weight_decay", "must be >= 0")
     need(int(c["freeze_bn_after"]) == c["freeze_bn_after"] and c["freeze_bn_after"] >= 0,
          "freeze_bn_after", "must be an integer >= 0 (epochs of BN training)")
-    for flag in ("max_train_examples", "max_test_examples"):
-        need(c[flag] >= 0, flag, "must be >= 0 (0 = all)")
-    need(c["strategy"] in STRATEGIES, "strategy", f"must be one of {', '.join(STRATEGIES)}")
-    need(not (c["resume"] and c["overwrite"]), "overwrite", "cannot be combined with --resume")
     c["run_dir"] = c["run_dir"] or f"logs/proxy_{c['dataset']}_w{c['width']}_T{c['timesteps']}"
     return c
 
