@@ -1,79 +1,142 @@
 #!/usr/bin/env python
-"""Train a spiking network directly: spike-based BP (Lee et al.) or hybrid conversion + STDB
-fine-tuning (Rathi et al.). Spec: hybrid_and_spike_bp.md.
+"""Train a spiking network directly, by one of five methods (specs hybrid_and_spike_bp.md and
+iir_and_proxy.md):
 
-  python scripts/train_snn.py --method spike_bp --dataset fashion_mnist --timesteps 20 --epochs 2
-  python scripts/train_snn.py --method hybrid --model vgg16 --dataset cifar10 --timesteps 100 \\
-      --ann_epochs 300 --epochs 20
+  spike_bp            Lee et al.: spike-based BP with the leak-aware surrogate, from scratch
+  hybrid              Rathi et al.: ANN -> threshold balancing -> STDB fine-tuning
+  iir                 Fang et al.: IIR synapse filters (snn_mlp_1 / snn_mlp_2 / snn_conv_1)
+  proxy               Kheradpisheh et al.: IF SNN forward, proxy-ANN gradient
+  associative_memory  Fang et al.: 300-500-200-500-300 network restoring 10 binary patterns
+
+  python scripts/train_snn.py --method spike_bp --timesteps 20 --epochs 2
+  python scripts/train_snn.py --method hybrid --model vgg16 --dataset cifar10 --timesteps 100
+  python scripts/train_snn.py --method iir --epochs 1
+  python scripts/train_snn.py --method proxy --width 16 --epochs 2
+  python scripts/train_snn.py --method associative_memory --epochs 10
   python scripts/train_snn.py ... --resume          # continue from the last finished epoch
 
-Outputs go to --run_dir (default logs/snn_<method>_<model>_<dataset>_T<timesteps>): flags.json,
-checkpoint/ (every epoch), model.keras, history.csv, tb/ (TensorBoard), results.json; hybrid
-runs also ann.keras and conversion.json. Run-dir plumbing is tfsnn.runs (shared with
-train_quant.py).
+Every option left unset takes the chosen method's default (the original code's, see the README
+table); an option the method does not use is an error. Outputs go to --run_dir (default
+logs/<method>_...): flags.json, checkpoint/ (every epoch), model.keras, history.csv, tb/,
+results.json, plus method extras (hybrid: ann.keras, conversion.json; associative_memory:
+reconstructions.png). Run-dir plumbing is tfsnn.runs (shared with train_quant.py).
 """
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("method", "spike_bp", ["spike_bp", "hybrid"],
-                  "spike_bp: Lee et al. from scratch; hybrid: ANN -> threshold balancing -> STDB.")
-flags.DEFINE_string("model", None, "Architecture (tfsnn.snn_models.names()); default "
-                    "spike_bp_lenet / spike_bp_vgg9 (spike_bp), vgg5 / vgg16 (hybrid, "
-                    "MNISTs / CIFAR-10).")
-flags.DEFINE_string("dataset", "fashion_mnist", "mnist | fashion_mnist | cifar10.")
-flags.DEFINE_integer("timesteps", 100, "Simulation time steps T per example.")
-flags.DEFINE_integer("epochs", 5, "Total SNN training epochs (including those before --resume).")
-flags.DEFINE_integer("batch_size", 32, "Batch size.")
-flags.DEFINE_float("learning_rate", None, "Initial learning rate (default: the original "
-                   "script's: 0.0085 / 0.0033 / 0.0025 SGD for spike_bp, 1e-4 Adam for hybrid).")
-flags.DEFINE_bool("resume", False, "Continue from the run dir's last checkpoint.")
-flags.DEFINE_bool("overwrite", False, "Start anew in a run dir that already holds a run.")
-flags.DEFINE_string("run_dir", None, "Run directory (default "
-                    "logs/snn_<method>_<model>_<dataset>_T<timesteps>).")
-flags.DEFINE_integer("max_train_examples", 0, "Train on the first N training images (0 = all).")
-flags.DEFINE_integer("max_test_examples", 0, "Test on the first N test images (0 = all).")
-flags.DEFINE_integer("validation_examples", 5000, "Images held out from the end of the training "
-                     "split for per-epoch validation (0 = none; at most a fifth of the split).")
-flags.DEFINE_integer("seed", 0, "Seed of initialization, shuffling and spike trains.")
-flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
-                  "tf.distribute strategy (multi_worker reads TF_CONFIG).")
-flags.DEFINE_bool("tensorboard", True, "Write TensorBoard events under <run_dir>/tb.")
-flags.DEFINE_float("leak", None, "Neuron leak factor in (0, 1] (default: 1 hybrid, 0.99 spike_bp).")
-flags.DEFINE_string("surrogate", None, "Surrogate name (tfsnn.surrogates.names(); default "
-                    "stdb for hybrid, lee for spike_bp).")
-flags.DEFINE_list("fc_widths", None, "Override the hidden FC widths, e.g. 512,512.")
-flags.DEFINE_integer("ann_epochs", 10, "hybrid: ANN training epochs (the original: 300).")
-flags.DEFINE_float("ann_learning_rate", 1e-2, "hybrid: ANN SGD learning rate.")
-flags.DEFINE_float("scaling_factor", 0.7, "hybrid: threshold scaling after balancing.")
-flags.DEFINE_integer("balance_examples", 512, "hybrid: training images used for balancing.")
+_OTHER_FLAGS = set(FLAGS)  # absl's own; everything defined below is this script's
+METHODS = ("spike_bp", "hybrid", "iir", "proxy", "associative_memory")
+flags.DEFINE_enum("method", "spike_bp", list(METHODS), "Training method (see above).")
+# Shared options (default None = the method's default).
+flags.DEFINE_string("model", None, "Architecture. spike_bp: spike_bp_lenet (MNISTs) / "
+                    "spike_bp_vgg9 (CIFAR-10) / resnet11; hybrid: vgg5 (MNISTs) / vgg16 (CIFAR-10) "
+                    "or vgg9/11/13, resnet12/20/34; iir: snn_mlp_1 / snn_mlp_2 / snn_conv_1.")
+flags.DEFINE_string("dataset", None, "mnist | fashion_mnist (default) | cifar10 (spike_bp, hybrid).")
+flags.DEFINE_integer("timesteps", None, "Time steps T per example (spike_bp/hybrid 100, iir 25, "
+                     "proxy 15).")
+flags.DEFINE_integer("epochs", None, "Total training epochs incl. those before --resume "
+                     "(spike_bp/hybrid 5, iir/proxy/associative_memory 100).")
+flags.DEFINE_integer("batch_size", None, "Batch size (spike_bp/hybrid 32, iir 64, proxy 100, "
+                     "associative_memory 32).")
+flags.DEFINE_float("learning_rate", None, "Initial learning rate (spike_bp SGD 0.0085/0.0033/"
+                   "0.0025 by model, hybrid Adam 1e-4, iir 1e-4, proxy 1e-4, associative_memory "
+                   "1e-3).")
+flags.DEFINE_float("weight_decay", None, "Weight decay (spike_bp/hybrid 5e-4 coupled L2, proxy "
+                   "1e-6, associative_memory 0.01 AdamW).")
+flags.DEFINE_bool("resume", None, "Continue from the run dir's last checkpoint.")
+flags.DEFINE_bool("overwrite", None, "Start anew in a run dir that already holds a run.")
+flags.DEFINE_string("run_dir", None, "Run directory (default logs/<method>_<model>_...).")
+flags.DEFINE_integer("max_train_examples", None, "Train on the first N training images (0 = all).")
+flags.DEFINE_integer("max_test_examples", None, "Test on the first N test images (0 = all).")
+flags.DEFINE_integer("validation_examples", None, "Images held out from the end of the training "
+                     "split for validation (spike_bp/hybrid 5000, iir 10000).")
+flags.DEFINE_integer("seed", None, "Seed (spike_bp/hybrid/associative_memory 0, iir 2, proxy 2020).")
+flags.DEFINE_enum("strategy", None, ["default", "mirrored", "multi_worker"],
+                  "tf.distribute strategy (default: default; multi_worker reads TF_CONFIG).")
+flags.DEFINE_bool("tensorboard", None, "Write TensorBoard events under <run_dir>/tb (default on).")
+# spike_bp / hybrid
+flags.DEFINE_float("leak", None, "spike_bp/hybrid: neuron leak in (0, 1] (hybrid 1, spike_bp 0.99).")
+flags.DEFINE_string("surrogate", None, "spike_bp/hybrid: surrogate name (tfsnn.surrogates.names(); "
+                    "hybrid stdb, spike_bp lee).")
+flags.DEFINE_list("fc_widths", None, "spike_bp/hybrid: hidden FC widths, e.g. 512,512.")
+flags.DEFINE_integer("ann_epochs", None, "hybrid: ANN training epochs (10; the original: 300).")
+flags.DEFINE_float("ann_learning_rate", None, "hybrid: ANN SGD learning rate (1e-2).")
+flags.DEFINE_float("scaling_factor", None, "hybrid: threshold scaling after balancing (0.7).")
+flags.DEFINE_integer("balance_examples", None, "hybrid: training images used for balancing (512).")
 flags.DEFINE_integer("balance_timesteps", None, "hybrid: steps simulated for balancing "
                      "(default --timesteps; the original used 1000).")
-flags.DEFINE_float("weight_decay", 5e-4, "L2 weight decay (coupled, as in PyTorch).")
+# iir / associative_memory
+flags.DEFINE_string("encoding", None, "iir: input encoding, copy (default) or poisson.")
+flags.DEFINE_string("state", None, "iir: filter states per batch, zero (default) or carry.")
+flags.DEFINE_float("tau_m", None, "iir/associative_memory: membrane time constant (4 / 8 steps).")
+flags.DEFINE_float("tau_s", None, "iir/associative_memory: synapse time constant (1 / 2 steps).")
+flags.DEFINE_float("dropout", None, "iir: dropout rate (0.3).")
+flags.DEFINE_list("lr_milestones", None, "iir/associative_memory: epochs where the learning rate "
+                  "is multiplied by --lr_gamma (50,100 / 50,100,150).")
+flags.DEFINE_float("lr_gamma", None, "iir/associative_memory: learning-rate decay factor (0.1).")
+# proxy
+flags.DEFINE_integer("width", None, "proxy: channels of the first conv (128).")
+flags.DEFINE_float("threshold", None, "proxy: IF threshold (2.0).")
+flags.DEFINE_float("beta_1", None, "proxy: Adam beta_1 (0.8).")
+flags.DEFINE_float("beta_2", None, "proxy: Adam beta_2 (0.99).")
+flags.DEFINE_float("epsilon", None, "proxy: Adam epsilon (1e-8).")
+flags.DEFINE_integer("freeze_bn_after", None, "proxy: epochs after which BN statistics freeze (1).")
+flags.DEFINE_bool("augment", None, "proxy: random crop/flip augmentation (on).")
+flags.DEFINE_bool("rate_target", None, "proxy: train on spike-rate targets (off).")
+# associative_memory
+flags.DEFINE_string("data_path", None, "associative_memory: the patterns .npy (default: "
+                    "../shared/data/associative-memory/associative_target.npy or $TFSNN_DATA_DIR).")
+flags.DEFINE_integer("repeats", None, "associative_memory: corrupted copies per pattern per epoch (100).")
+flags.DEFINE_integer("delay", None, "associative_memory: target delay in steps (4).")
+flags.DEFINE_float("noise_p", None, "associative_memory: background noise spike probability (0.005).")
+flags.DEFINE_float("corrupt_p", None, "associative_memory: probability a copy is corrupted (0.4).")
+flags.DEFINE_float("jitter_p", None, "associative_memory: probability of jitter corruption (0.7).")
+flags.DEFINE_float("erase_p", None, "associative_memory: probability of block erasure (0.5).")
+flags.DEFINE_integer("erase_size", None, "associative_memory: erased block size (40).")
+flags.DEFINE_integer("eval_repeats", None, "associative_memory: test copies per pattern (100).")
+flags.DEFINE_integer("dev_repeats", None, "associative_memory: dev copies per pattern (100).")
+flags.DEFINE_bool("png", None, "associative_memory: write reconstructions.png (on).")
 
-CONFIG_FLAGS = ("method", "model", "dataset", "timesteps", "epochs", "batch_size",
-                "learning_rate", "resume", "overwrite", "run_dir", "max_train_examples",
-                "max_test_examples", "validation_examples", "seed", "strategy", "tensorboard",
-                "leak", "surrogate", "fc_widths", "ann_epochs", "ann_learning_rate",
-                "scaling_factor", "balance_examples", "balance_timesteps", "weight_decay")
+SCRIPT_FLAGS = tuple(name for name in FLAGS if name not in _OTHER_FLAGS)
+LIST_INT_FLAGS = ("fc_widths", "lr_milestones")
+
+
+def method_module(method):
+    from tfsnn.training import associative_memory, iir, proxy, snn
+    return {"spike_bp": snn, "hybrid": snn, "iir": iir, "proxy": proxy,
+            "associative_memory": associative_memory}[method]
+
+
+def build_config(method, module):
+    """The method's config from the flags that were set; a flag the method lacks is an error."""
+    config = {"method": method} if "method" in module.DEFAULTS else {}
+    for name in SCRIPT_FLAGS:
+        value = FLAGS[name].value
+        if name == "method" or value is None:
+            continue
+        if name not in module.DEFAULTS:
+            raise app.UsageError(f"--{name} does not apply to --method {method}")
+        if name in LIST_INT_FLAGS:
+            try:
+                value = [int(v) for v in value]
+            except ValueError:
+                raise app.UsageError(f"--{name} must be integers, got {','.join(value)}")
+        config[name] = value
+    return config
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from tfsnn import runs
-    from tfsnn.training import snn
-    config = {name: FLAGS[name].value for name in CONFIG_FLAGS}
-    if config["fc_widths"] is not None:
-        try:
-            config["fc_widths"] = [int(w) for w in config["fc_widths"]]
-        except ValueError:
-            raise app.UsageError(f"--fc_widths must be integers, got {FLAGS.fc_widths}")
+    module = method_module(FLAGS.method)
+    config = build_config(FLAGS.method, module)
     try:
-        c = snn.resolve(config)
-        results = snn.train(c)
+        c = module.resolve(config)
+        results = module.train(c)
     except runs.ConfigError as e:
         raise app.UsageError(str(e))
-    print(snn.summary_line(c, results))
+    print(module.summary_line(c, results))
 
 
 if __name__ == "__main__":

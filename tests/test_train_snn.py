@@ -63,3 +63,32 @@ def test_flag_errors_name_the_flag(tmp_path):
                          text=True, cwd=REPO)
     assert out.returncode != 0 and "--timesteps=0" in out.stderr
     assert not (tmp_path / "checkpoint").exists()
+
+
+def _script_module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("train_snn_script", REPO / "scripts" / "train_snn.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_script_has_a_flag_for_every_option_of_every_method():
+    script = _script_module()
+    for method in script.METHODS:
+        module = script.method_module(method)
+        missing = set(module.DEFAULTS) - set(script.SCRIPT_FLAGS) - {"verbose"}
+        assert not missing, (method, missing)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--method", "iir", "--ann_epochs", "3"], "--ann_epochs does not apply to --method iir"),
+    (["--method", "proxy", "--epochs", "0"], "--epochs=0: must be an integer >= 1"),
+    (["--method", "associative_memory", "--noise_p", "2"], "--noise_p=2.0: must be a probability"),
+])
+def test_cli_rejects_bad_flags(tmp_path, args, needle):
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "train_snn.py"), *args,
+                          "--run_dir", str(tmp_path / "r")], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode != 0 and needle in out.stderr, out.stderr[-2000:]
+    assert not (tmp_path / "r" / "checkpoint").exists()
