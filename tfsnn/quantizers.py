@@ -15,6 +15,8 @@ the optional tfmot bridge, plus serializable Keras quantizer objects with string
 import keras
 import tensorflow as tf
 
+from tfsnn.configurable import Configurable
+
 
 def _straight_through(x, q):
     """Forward value ``q``, gradient of ``x``."""
@@ -53,27 +55,13 @@ def ternary(w, threshold=0.7):
 # --------------------------------------------------------------------------- Keras objects
 
 @keras.saving.register_keras_serializable(package="tfsnn")
-class Quantizer:
+class Quantizer(Configurable):
     """Base of tfsnn's serializable quantizers: ``q(x)`` plus ``get_config``."""
 
     alias = None
 
     def __call__(self, x):
         raise NotImplementedError
-
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 @keras.saving.register_keras_serializable(package="tfsnn")

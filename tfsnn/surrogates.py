@@ -25,6 +25,8 @@ import math
 import keras
 import tensorflow as tf
 
+from tfsnn.configurable import Configurable
+
 _REGISTRY = {}
 
 
@@ -51,7 +53,7 @@ def names():
     return sorted(_REGISTRY)
 
 
-class Surrogate:
+class Surrogate(Configurable):
     """Base class: ``H(z)`` forward, ``grad(z, spike, dt)`` as its pseudo-derivative ``do/dz``."""
 
     name = None
@@ -79,22 +81,6 @@ class Surrogate:
 
     __call__ = spike
 
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-    def __hash__(self):
-        return hash((type(self).__name__, tuple(sorted(self.get_config().items()))))
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 def _positive(name, v):
