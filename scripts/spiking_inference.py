@@ -154,7 +154,8 @@ def main(argv):
     out_dir = run.path / "snn"
     os.makedirs(out_dir, exist_ok=True)
     series = res.stat_series()
-    monitor.write_stat_files(out_dir, series)
+    for name, text in monitor.stat_file_texts(series).items():
+        runs.atomic_write_text(out_dir / name, text)
     runs.atomic_write_text(out_dir / "README.md", README)
     acc = res.accuracy_per_step
     ann_acc = res.ann_accuracy

@@ -12,6 +12,8 @@ import os
 
 from absl import app, flags
 
+import run_flags  # scripts/run_flags.py
+
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("k", 0, "Fractional bits of the hidden activations (step 2^-k), >= 0. "
                      "Use the same k for spiking inference.")
@@ -21,24 +23,15 @@ flags.DEFINE_bool("use_ternary", True, "Ternary {-1,0,1} kernels for every conv 
 flags.DEFINE_string("dataset", "fashion_mnist", "mnist | fashion_mnist | cifar10; the model "
                     "follows it (LeNet for the MNISTs, the ALL_INT VGG for CIFAR-10).")
 flags.DEFINE_bool("full_precision", False, "Train the full-precision twin (no quantizers) instead.")
-flags.DEFINE_integer("epochs", 5, "Total training epochs (including those done before --resume).")
-flags.DEFINE_integer("batch_size", 200, "Batch size.")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (initial value of the schedule).")
 flags.DEFINE_enum("lr_schedule", "cosine", ["constant", "cosine"],
                   "Learning-rate schedule: constant, or cosine decay to 0 over --epochs.")
-flags.DEFINE_bool("resume", False, "Continue from the run dir's last checkpoint (next epoch, "
-                  "optimizer state kept).")
-flags.DEFINE_bool("overwrite", False, "Start anew in a run dir that already holds a run.")
-flags.DEFINE_string("run_dir", None, "Run directory (default logs/quant_<dataset>_k<k>[_ternary], "
-                    "or logs/fp_<dataset> with --full_precision).")
-flags.DEFINE_integer("max_train_examples", 0, "Train on the first N training images (0 = all).")
-flags.DEFINE_integer("max_test_examples", 0, "Test on the first N test images (0 = all).")
-flags.DEFINE_integer("validation_examples", 5000, "Images held out from the end of the training "
-                     "split for per-epoch validation (0 = none; at most a fifth of the split).")
-flags.DEFINE_integer("seed", 0, "Seed of initialization and shuffling.")
-flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
-                  "tf.distribute strategy (multi_worker reads TF_CONFIG).")
-flags.DEFINE_bool("tensorboard", True, "Write TensorBoard events under <run_dir>/tb.")
+run_flags.define(
+    dict(epochs=5, batch_size=200, resume=False, overwrite=False, max_train_examples=0,
+         max_test_examples=0, validation_examples=5000, seed=0, strategy="default",
+         tensorboard=True),
+    {"run_dir": "default logs/quant_<dataset>_k<k>[_ternary], or logs/fp_<dataset> with "
+                "--full_precision"})
 flags.DEFINE_enum("qat_backend", "tfsnn", ["tfsnn", "tfmot"],
                   "tfsnn: Keras 3 layers; tfmot: tensorflow-model-optimization under Keras 2 "
                   "(needs `pip install tfsnn[tfmot]`; sets TF_USE_LEGACY_KERAS=1 itself), then "

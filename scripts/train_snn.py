@@ -23,6 +23,8 @@ reconstructions.png). Run-dir plumbing is tfsnn.runs (shared with train_quant.py
 """
 from absl import app, flags
 
+import run_flags  # scripts/run_flags.py
+
 FLAGS = flags.FLAGS
 _OTHER_FLAGS = set(FLAGS)  # absl's own; everything defined below is this script's
 METHODS = ("spike_bp", "hybrid", "iir", "proxy", "associative_memory")
@@ -34,26 +36,18 @@ flags.DEFINE_string("model", None, "Architecture. spike_bp: spike_bp_lenet (MNIS
 flags.DEFINE_string("dataset", None, "mnist | fashion_mnist (default) | cifar10 (spike_bp, hybrid).")
 flags.DEFINE_integer("timesteps", None, "Time steps T per example (spike_bp/hybrid 100, iir 25, "
                      "proxy 15).")
-flags.DEFINE_integer("epochs", None, "Total training epochs incl. those before --resume "
-                     "(spike_bp/hybrid 5, iir/proxy/associative_memory 100).")
-flags.DEFINE_integer("batch_size", None, "Batch size (spike_bp/hybrid 32, iir 64, proxy 100, "
-                     "associative_memory 32).")
+run_flags.define({}, {
+    "epochs": "spike_bp/hybrid 5, iir/proxy/associative_memory 100",
+    "batch_size": "spike_bp/hybrid 32, iir 64, proxy 100, associative_memory 32",
+    "run_dir": "default logs/<method>_<model>_...",
+    "validation_examples": "spike_bp/hybrid 5000, iir 10000",
+    "seed": "spike_bp/hybrid/associative_memory 0, iir 2, proxy 2020",
+    "tensorboard": "default on"})
 flags.DEFINE_float("learning_rate", None, "Initial learning rate (spike_bp SGD 0.0085/0.0033/"
                    "0.0025 by model, hybrid Adam 1e-4, iir 1e-4, proxy 1e-4, associative_memory "
                    "1e-3).")
 flags.DEFINE_float("weight_decay", None, "Weight decay (spike_bp/hybrid 5e-4 coupled L2, proxy "
                    "1e-6, associative_memory 0.01 AdamW).")
-flags.DEFINE_bool("resume", None, "Continue from the run dir's last checkpoint.")
-flags.DEFINE_bool("overwrite", None, "Start anew in a run dir that already holds a run.")
-flags.DEFINE_string("run_dir", None, "Run directory (default logs/<method>_<model>_...).")
-flags.DEFINE_integer("max_train_examples", None, "Train on the first N training images (0 = all).")
-flags.DEFINE_integer("max_test_examples", None, "Test on the first N test images (0 = all).")
-flags.DEFINE_integer("validation_examples", None, "Images held out from the end of the training "
-                     "split for validation (spike_bp/hybrid 5000, iir 10000).")
-flags.DEFINE_integer("seed", None, "Seed (spike_bp/hybrid/associative_memory 0, iir 2, proxy 2020).")
-flags.DEFINE_enum("strategy", None, ["default", "mirrored", "multi_worker"],
-                  "tf.distribute strategy (default: default; multi_worker reads TF_CONFIG).")
-flags.DEFINE_bool("tensorboard", None, "Write TensorBoard events under <run_dir>/tb (default on).")
 # spike_bp / hybrid
 flags.DEFINE_float("leak", None, "spike_bp/hybrid: neuron leak in (0, 1] (hybrid 1, spike_bp 0.99).")
 flags.DEFINE_string("surrogate", None, "spike_bp/hybrid: surrogate name (tfsnn.surrogates.names(); "
@@ -81,7 +75,8 @@ flags.DEFINE_float("beta_1", None, "proxy: Adam beta_1 (0.8).")
 flags.DEFINE_float("beta_2", None, "proxy: Adam beta_2 (0.99).")
 flags.DEFINE_float("epsilon", None, "proxy: Adam epsilon (1e-8).")
 flags.DEFINE_integer("freeze_bn_after", None, "proxy: epochs after which BN statistics freeze (1).")
-flags.DEFINE_bool("augment", None, "proxy: random crop/flip augmentation (on).")
+flags.DEFINE_bool("augment", None, "proxy: random 26x26 crop placed back with a 1-pixel zero "
+                  "border (on).")
 flags.DEFINE_bool("rate_target", None, "proxy: train on spike-rate targets (off).")
 # associative_memory
 flags.DEFINE_string("data_path", None, "associative_memory: the patterns .npy (default: "

@@ -7,7 +7,7 @@ import tensorflow as tf
 from tfsnn import convert as cv
 from tfsnn import quantizers as q
 from tfsnn.layers.quant import QuantActivation, QuantConv2D, QuantDense
-from tfsnn.layers.spiking import OutputAccumulator, SpikeEncoder, SpikingConv2D
+from tfsnn.layers.spiking import OutputAccumulator, SpikeEncoder
 
 from test_snn_common import ann_activations, calibrated_lenet, mnist_test, tiny_model
 

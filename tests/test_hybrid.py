@@ -2,7 +2,6 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from tfsnn import snn_models
 from tfsnn.layers import encoders as enc

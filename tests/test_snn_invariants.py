@@ -66,10 +66,12 @@ def test_stat_identities(lenet_run, tmp_path):
     acts, _ = ann_activations(lenet_run["m"], lenet_run["x"])
     assert ser["spike_collect.txt"][:, -1].sum() == sum(int(round(a.astype(np.float64).sum() * 2 ** k)) for a in acts[1:])
     assert ser["accuracy.txt"][:, -1].sum() == round(res.accuracy * res.n_images)
-    monitor.write_stat_files(tmp_path, ser)
-    for name in monitor.STAT_FILES:
-        lines = (tmp_path / name).read_text().split()
+    texts = monitor.stat_file_texts(ser)
+    assert sorted(texts) == sorted(monitor.STAT_FILES)
+    for name, text in texts.items():
+        lines = text.split()
         assert len(lines) == len(res.batch_sizes) * res.timesteps
+        np.testing.assert_array_equal(np.array(lines, np.int64), ser[name].reshape(-1))
     assert res.spikes_per_image()["total_hidden"] * res.n_images == pytest.approx(
         ser["spike_num.txt"][:, -1].sum())
 

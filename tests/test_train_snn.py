@@ -49,6 +49,8 @@ def test_hybrid_run_writes_conversion(tmp_path):
     conv = json.loads((tmp_path / "conversion.json").read_text())
     assert len(conv["thresholds_unscaled"]) == 5 and conv["scaling_factor"] == 0.7
     assert (tmp_path / "ann.keras").is_file() and 0 <= res["test_accuracy"] <= 1
+    assert res["converted_test_accuracy"] == conv["converted_test_accuracy"]
+    assert "converted before fine-tuning" in snn.summary_line(snn.resolve(cfg), res)
 
 
 def test_flag_errors_name_the_flag(tmp_path):
@@ -65,20 +67,23 @@ def test_flag_errors_name_the_flag(tmp_path):
     assert not (tmp_path / "checkpoint").exists()
 
 
-def _script_module():
+def _script_module(monkeypatch):
     import importlib.util
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))  # for scripts/run_flags.py
     spec = importlib.util.spec_from_file_location("train_snn_script", REPO / "scripts" / "train_snn.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
-def test_script_has_a_flag_for_every_option_of_every_method():
-    script = _script_module()
+def test_script_has_a_flag_for_every_option_of_every_method(monkeypatch):
+    script = _script_module(monkeypatch)
     for method in script.METHODS:
         module = script.method_module(method)
         missing = set(module.DEFAULTS) - set(script.SCRIPT_FLAGS) - {"verbose"}
         assert not missing, (method, missing)
+    from tfsnn import runs
+    assert tuple(script.run_flags.STRATEGIES) == tuple(runs.STRATEGIES)
 
 
 @pytest.mark.parametrize("args,needle", [

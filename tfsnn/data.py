@@ -210,19 +210,28 @@ def input_shape(name):
     return (CIFAR_CROP, CIFAR_CROP, 3) if name == "cifar10" else DATASETS[name]["shape"]
 
 
-def pipeline(name, images, labels, batch_size, training, seed=None, drop_remainder=False,
-             preprocess_fn=None):
-    """A batched ``tf.data.Dataset`` of ``(float32 images, int64 labels)``.
+def pipeline(name, images, labels, batch_size, training, seed=None, drop_remainder=False):
+    """A batched ``tf.data.Dataset`` of ``(float32 images, int64 labels)`` of dataset ``name``.
 
-    Shuffles (reshuffling every epoch, seeded by ``seed``) when ``training``; preprocessing runs
-    per batch after batching (``preprocess_fn(uint8 batch)`` if given, else ``preprocess(name,
-    batch, training)``); prefetches one batch ahead.
+    Shuffles (reshuffling every epoch, seeded by ``seed``) when ``training``; preprocessing
+    (``preprocess(name, batch, training)``) runs per batch after batching; prefetches.
     """
-    fn = preprocess_fn or (lambda x: preprocess(name, x, training))
+    fn = lambda x: preprocess(name, x, training)  # noqa: E731
+    if not training:
+        return batches(images, labels, batch_size, fn, drop_remainder)
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
-    if training:
-        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    return _map_batches(ds.batch(batch_size, drop_remainder=drop_remainder), fn)
+
+
+def batches(images, labels, batch_size, preprocess_fn, drop_remainder=False):
+    """Unshuffled ``(preprocess_fn(uint8 batch [B, ...]), labels)`` batches, prefetched (for
+    evaluation with a method's own preprocessing)."""
+    ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    return _map_batches(ds.batch(batch_size, drop_remainder=drop_remainder), preprocess_fn)
+
+
+def _map_batches(ds, fn):
     ds = ds.map(lambda x, y: (fn(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 

@@ -1,4 +1,4 @@
-"""Spike and synaptic-operation (SOP) accounting with exact fan-out, and the stat-file writers
+"""Spike and synaptic-operation (SOP) accounting with exact fan-out, and the stat-file texts
 of ALL_INT_SNN (spec all_int_snn.md §3). No tfsnn imports (bottom of the dependency order).
 
 Definitions (used by ``tfsnn.simulate`` and the files below):
@@ -29,7 +29,6 @@ abs_spike.txt      this step only: sum_{l in H} sum_i |s_{l,i,t}|
 sum_spike.txt      this step only: sum_{l in H} sum_i s_{l,i,t}
 =================  ==========================================================================
 """
-import os
 
 import numpy as np
 import tensorflow as tf
@@ -87,16 +86,8 @@ def stat_series(correct, pos, neg, sops, hidden):
             "sum_spike.txt": sum_s}
 
 
-def write_stat_files(out_dir, series):
-    """Write the series of ``stat_series`` as text files, one integer per line, batch-major."""
-    os.makedirs(out_dir, exist_ok=True)
-    for name in STAT_FILES:
-        _atomic_write(os.path.join(out_dir, name),
-                      "".join(f"{int(v)}\n" for v in np.asarray(series[name]).reshape(-1)))
-
-
-def _atomic_write(path, text):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def stat_file_texts(series):
+    """``{file name: text}`` of the series of ``stat_series``: one integer per line, batch-major
+    (write them with ``tfsnn.runs.atomic_write_text``)."""
+    return {name: "".join(f"{int(v)}\n" for v in np.asarray(series[name]).reshape(-1))
+            for name in STAT_FILES}

@@ -173,6 +173,13 @@ class EpochTimer(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(time.perf_counter() - self._start)
 
+    def summary(self):
+        """``{"seconds_per_epoch": mean or None, "epoch_seconds": [...]}`` of the epochs run in
+        this process (epochs restored by ``--resume`` are not timed)."""
+        secs = [float(s) for s in self.seconds]
+        return dict(seconds_per_epoch=float(sum(secs) / len(secs)) if secs else None,
+                    epoch_seconds=secs)
+
 
 def get_strategy(name):
     """A ``tf.distribute`` strategy by flag value: default | mirrored | multi_worker."""

@@ -226,8 +226,7 @@ def train(config, patterns=None, callbacks=()):
                    reported_test_loss=0.0042, epochs=c["epochs"],
                    test_examples=len(patterns) * c["eval_repeats"] // c["batch_size"]
                    * c["batch_size"],
-                   seconds_per_epoch=(float(np.mean(timer.seconds)) if timer.seconds else None),
-                   epoch_seconds=[float(s) for s in timer.seconds],
+                   **timer.summary(),
                    seconds_total=time.perf_counter() - start)
     if c["png"]:
         png = run.path / "reconstructions.png"

@@ -12,7 +12,6 @@ model (upstream picks the best-dev epoch).
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tfsnn import data, iir_models, runs
@@ -90,8 +89,7 @@ def epoch_maker(x, y, batch_size, seed, drop_remainder):
 
 
 def eval_dataset(x, y, batch_size, drop_remainder=False):
-    return data.pipeline(None, x, y, batch_size, False, drop_remainder=drop_remainder,
-                         preprocess_fn=to_float)
+    return data.batches(x, y, batch_size, to_float, drop_remainder)
 
 
 def build_model(c, steps_per_epoch):
@@ -146,8 +144,7 @@ def train(config, arrays=None, callbacks=()):
         test_examples=int(len(xte) // bs * bs if drop else len(xte)),
         train_examples=int(len(xtr)), epochs=c["epochs"], model=c["model"],
         dataset=c["dataset"], encoding=c["encoding"], state=c["state"],
-        seconds_per_epoch=(float(np.mean(timer.seconds)) if timer.seconds else None),
-        epoch_seconds=[float(s) for s in timer.seconds],
+        **timer.summary(),
         seconds_total=time.perf_counter() - start, filter_stability=filter_stability(model))
     runs.atomic_write_json(run.results, results)
     return results

@@ -16,7 +16,6 @@ and ``lenient_accuracy`` (ties right, the notebook's "Final Result") are reporte
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tfsnn import data, iir_models, runs
@@ -149,8 +148,7 @@ def train(config, arrays=None, callbacks=()):
         epoch_curve={k: hist[k] for k in ("strict_accuracy", "val_strict_accuracy",
                                           "val_argmax_accuracy", "val_lenient_accuracy",
                                           "loss", "val_loss") if k in hist},
-        seconds_per_epoch=(float(np.mean(timer.seconds)) if timer.seconds else None),
-        epoch_seconds=[float(s) for s in timer.seconds],
+        **timer.summary(),
         seconds_total=time.perf_counter() - start)
     runs.atomic_write_json(run.results, results)
     return results

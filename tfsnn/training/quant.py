@@ -3,12 +3,10 @@
 ``train(config)`` and ``infer(config)`` carry out ``scripts/train_quant.py``; ``config`` is a
 dict with the keys of ``DEFAULTS`` (the script's flags). See the README for the flags.
 """
-import json
 import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from tfsnn import data, models, runs
 from tfsnn.callbacks import SpikeActivity, all_int_probes
@@ -122,7 +120,7 @@ def train(config, arrays=None, callbacks=()):
     loss, acc = evaluate(model, c["dataset"], xte, yte, c["batch_size"])
     results = dict(test_accuracy=acc, test_loss=loss, test_examples=int(len(xte)),
                    train_examples=int(len(xtr)), epochs=c["epochs"],
-                   seconds_per_epoch=(float(np.mean(timer.seconds)) if timer.seconds else None),
+                   **timer.summary(),
                    seconds_total=time.perf_counter() - start, model=c["model"],
                    quantized=not c["full_precision"], k=c["k"], use_ternary=c["use_ternary"])
     runs.atomic_write_json(run.results, results)

@@ -11,10 +11,10 @@ Preprocessing (both methods): MNIST / Fashion-MNIST ``pixels / 255`` in [0, 1]; 
 ``pixels / 127.5 - 1`` in [-1, 1] (Rathi's normalisation; ``|x|`` is a valid spike rate) with
 random crop (pad 4) and horizontal flip when training.
 """
+import json
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tfsnn import data, runs, snn_models
@@ -102,8 +102,7 @@ def epoch_maker(name, x, y, batch_size, seed):
 
 
 def eval_ds(name, x, y, batch_size):
-    return data.pipeline(name, x, y, batch_size, False,
-                         preprocess_fn=lambda b: preprocess(name, b, False))
+    return data.batches(x, y, batch_size, lambda b: preprocess(name, b, False))
 
 
 # ------------------------------------------------------------------ models
@@ -190,7 +189,11 @@ def train(config, arrays=None):
                    test_examples=int(len(test[0])), train_examples=int(len(train_[0])),
                    epochs=c["epochs"], method=c["method"], model=c["model"],
                    timesteps=c["timesteps"], seconds_total=time.perf_counter() - start,
-                   seconds_per_epoch=float(np.mean(timer.seconds)) if timer.seconds else None)
+                   **timer.summary())
+    if c["method"] == "hybrid":  # before fine-tuning, from conversion.json
+        conv = json.loads((run.path / "conversion.json").read_text())
+        results.update(ann_test_accuracy=conv["ann_test_accuracy"],
+                       converted_test_accuracy=conv["converted_test_accuracy"])
     runs.atomic_write_json(run.results, results)
     return results
 
@@ -198,6 +201,9 @@ def train(config, arrays=None):
 def summary_line(c, results):
     spe = results.get("seconds_per_epoch")
     per_epoch = f"time/epoch={spe:.1f}s " if spe else ""
+    before = (f"(ANN {results['ann_test_accuracy']:.4f}, converted before fine-tuning "
+              f"{results['converted_test_accuracy']:.4f}) " if "ann_test_accuracy" in results
+              else "")
     return (f"final: method={c['method']} dataset={c['dataset']} model={c['model']} "
-            f"T={c['timesteps']} test_accuracy={results['test_accuracy']:.4f} epochs="
+            f"T={c['timesteps']} test_accuracy={results['test_accuracy']:.4f} {before}epochs="
             f"{results['epochs']} {per_epoch}run_dir={c['run_dir']}")

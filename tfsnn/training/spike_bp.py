@@ -6,12 +6,10 @@ original's loss and optimiser:
 
 * loss ``sum_batch sum_class (out - onehot)^2`` (``SumSquaredError``; no 1/2, no mean);
 * SGD without momentum (the original parses a momentum flag but never uses it), weight decay
-  5e-4 (coupled and decoupled coincide for plain SGD), lr x0.2 at fixed epochs (``step_decay``).
+  5e-4 (coupled and decoupled coincide for plain SGD), lr x0.2 at fixed epochs (``tfsnn.training.hybrid.step_decay``).
 """
 import keras
 import tensorflow as tf
-
-from tfsnn.training.hybrid import step_decay  # noqa: F401  (re-exported for the schedule)
 
 
 @keras.saving.register_keras_serializable(package="tfsnn")
