@@ -63,6 +63,21 @@ def test_run_dir_rules(tmp_path):
         run.prepare(c2, quant.IDENTITY_KEYS, resume=False)
 
 
+def test_overwrite_removes_the_old_runs_products(tmp_path):
+    run = runs.RunDir(tmp_path / "r")
+    c = quant.resolve(config(tmp_path))
+    run.prepare(c, quant.IDENTITY_KEYS, resume=False)
+    keep = run.path / "notes.txt"
+    olds = [run.results, run.history, run.path / "ann.keras", run.tensorboard / "train" / "ev"]
+    for p in olds + [keep]:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("old")
+    run.prepare({**c, "k": 1}, quant.IDENTITY_KEYS, resume=False, overwrite=True,
+                extras=("ann.keras",))
+    assert not any(p.exists() for p in olds) and not run.tensorboard.exists()
+    assert keep.read_text() == "old" and run.saved_flags()["k"] == 1
+
+
 def test_cli_rejects_bad_flag_before_any_work(tmp_path):
     for args, needle in ((["--k", "-2"], "--k=-2"), (["--dataset", "svhn"], "--dataset"),
                          (["--resume"], "--resume: no checkpoint")):

@@ -15,6 +15,7 @@ Only Keras / TensorFlow / the standard library are imported here (no tfsnn modul
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -116,12 +117,15 @@ class RunDir:
             return 0
         return int(json.loads(self.checkpoint_state.read_text())["epoch"])
 
-    def prepare(self, config, identity_keys, resume, overwrite=False):
+    def prepare(self, config, identity_keys, resume, overwrite=False, extras=()):
         """Check ``config`` against what the directory holds, then record it.
 
         Fails (``ConfigError`` naming the flag) when the directory was made with a different
         value of any of ``identity_keys`` (e.g. k, dataset), when ``resume`` is set but there is no
         checkpoint, or when a checkpoint exists, ``resume`` is not set and ``overwrite`` is not set.
+        ``overwrite`` (without ``resume``) deletes the previous run's checkpoint, model, history,
+        results, ``tb/`` and the method's own products ``extras`` (file names in the directory,
+        e.g. ``ann.keras``), so nothing of the old run is reused or mixed in.
         Returns the number of epochs already done (the epoch to start from).
         """
         saved = self.saved_flags()
@@ -140,9 +144,11 @@ class RunDir:
             raise ConfigError(f"--run_dir {self.path} already has a checkpoint after epoch {done}; "
                               "pass --resume to continue it or --overwrite to start anew.")
         if overwrite and not resume:
-            for p in (self.checkpoint, self.checkpoint_state, self.history, self.model, self.results):
-                if p.exists():
+            for p in (self.checkpoint, self.checkpoint_state, self.history, self.model, self.results,
+                      *(self.path / name for name in extras)):
+                if p.is_file():
                     p.unlink()
+            shutil.rmtree(self.tensorboard, ignore_errors=True)
             done = 0
         atomic_write_json(self.flags, config)
         return done

@@ -245,7 +245,8 @@ def train(c, arrays):
     from tfsnn.training import quant
 
     run = runs.RunDir(c["run_dir"])
-    run.prepare(c, quant.IDENTITY_KEYS, resume=False, overwrite=c["overwrite"])
+    run.prepare(c, quant.IDENTITY_KEYS, resume=False, overwrite=c["overwrite"],
+                extras=("inference.json", "portable.npz"))
     tf_keras.utils.set_random_seed(c["seed"])
     (xtr, ytr), val, (xte, yte) = arrays
     steps = runs.steps_for(len(xtr), c["batch_size"])

@@ -206,7 +206,7 @@ def train(config, patterns=None, callbacks=()):
     """
     c = resolve(config)
     run = runs.RunDir(c["run_dir"])
-    run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"])
+    run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"], ("reconstructions.png",))
     keras.utils.set_random_seed(c["seed"])
     patterns = load_patterns(c["data_path"]) if patterns is None else np.asarray(patterns,
                                                                                    np.float32)

@@ -101,7 +101,7 @@ def train(config, arrays=None, callbacks=()):
         return tfmot.train(c, arrays or split_data(c))
     strategy = runs.get_strategy(c["strategy"])
     run = runs.RunDir(c["run_dir"])
-    run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"])
+    run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"], ("inference.json",))
     keras.utils.set_random_seed(c["seed"])
     (xtr, ytr), val, (xte, yte) = arrays or split_data(c)
     steps = runs.steps_for(len(xtr), c["batch_size"])

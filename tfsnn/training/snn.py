@@ -29,7 +29,9 @@ DEFAULTS = dict(
     ann_epochs=10, ann_learning_rate=1e-2, scaling_factor=0.7, balance_examples=512,
     balance_timesteps=None, weight_decay=5e-4)
 IDENTITY_KEYS = ("method", "model", "dataset", "timesteps", "leak", "surrogate", "fc_widths",
-                 "scaling_factor")
+                 "scaling_factor", "ann_epochs", "ann_learning_rate", "balance_examples",
+                 "balance_timesteps")  # ann.keras and the conversion are reused on restart
+EXTRAS = ("ann.keras", "conversion.json")
 DEFAULT_MODELS = {("spike_bp", "cifar10"): "spike_bp_vgg9", ("hybrid", "cifar10"): "vgg16"}
 DEFAULT_LR = {"spike_bp": {"spike_bp_lenet": 0.0085, "spike_bp_vgg9": 0.0033,
                            "resnet11": 0.0025}, "hybrid": {}}
@@ -172,7 +174,7 @@ def train(config, arrays=None):
     c = resolve(config)
     strategy = runs.get_strategy(c["strategy"])
     run = runs.RunDir(c["run_dir"])
-    run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"])
+    run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"], EXTRAS)
     keras.utils.set_random_seed(c["seed"])
     train_, val, test = arrays or split_data(c)
     steps = runs.steps_for(len(train_[0]), c["batch_size"])
