@@ -93,13 +93,7 @@ def accuracy_vs_timestep(accuracy, ann_accuracy=None, title="accuracy vs time st
     ax.plot(np.arange(1, len(acc) + 1), 100 * acc, marker="o", ms=3, label="SNN")
     if ann_accuracy is not None:
         ax.axhline(100 * ann_accuracy, color="gray", ls="--", label="quantized ANN")
-    ax.set_xlabel("time steps")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(title)
-    ax.legend(loc="lower right")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
+    return _accuracy_axes(fig, ax, "time steps", title)
 
 
 def sops_vs_accuracy(sops_per_image, accuracy, ann_macs=None, ann_accuracy=None,
@@ -114,7 +108,12 @@ def sops_vs_accuracy(sops_per_image, accuracy, ann_macs=None, ann_accuracy=None,
     if ann_macs is not None and ann_accuracy is not None:
         ax.scatter([ann_macs], [100 * ann_accuracy], marker="*", s=120, c="tab:red",
                    label="quantized ANN (MACs)")
-    ax.set_xlabel("operations per image")
+    return _accuracy_axes(fig, ax, "operations per image", title)
+
+
+def _accuracy_axes(fig, ax, xlabel, title):
+    """Labels, legend and grid of an accuracy (%) plot; returns ``fig``."""
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title)
     ax.legend(loc="lower right")
