@@ -78,7 +78,6 @@ def test_fused_matches_per_step_reference(variant, leak):
     _compare_with_reference(variant, leak, graph=False)
 
 
-@pytest.mark.slow  # XLA compiles for minutes on 2 cores; rathi_stdb failed once in a full run
 @pytest.mark.parametrize("variant", ["rathi_stdb", "lee", "lif_zero_atan", "if_linear"])
 def test_fused_in_graph_with_xla_matches_reference(variant):
     """Under tf.function with jit_compile=True the op's loops are XLA-compiled functions."""
@@ -132,7 +131,6 @@ def test_graph_mode_and_unknown_batch():
     np.testing.assert_array_equal(f(i).numpy(), layer(i).numpy())
 
 
-@pytest.mark.slow  # XLA compile time
 def test_xla_compiles_and_matches():
     x = tf.random.stateless_normal((3, 20, 4), seed=(4, 5)) + 0.4
     t = tf.range(20, dtype=tf.float32)[None, :, None]

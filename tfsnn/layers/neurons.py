@@ -37,11 +37,10 @@ import tensorflow as tf
 from tfsnn import surrogates as sg
 
 RESETS = ("subtract", "zero")
-# jit_compile=None: XLA-compile the loops when tracing a graph with at least this many steps.
+# jit_compile=None: XLA-compile the loops when tracing a graph with at least this many steps
+# (JIT_AUTO; jit_compile=False opts out, True opts in at any T).
 JIT_MIN_STEPS = 64
-# Automatic XLA is disabled: test_fused_in_graph_with_xla_matches_reference[rathi_stdb] failed in
-# a full-suite run (it passed alone); jit_compile=True still opts in.
-JIT_AUTO = False
+JIT_AUTO = True
 
 
 def _check_neuron_args(threshold, leak, reset):
@@ -179,7 +178,7 @@ def spike_sequence(current, threshold=1.0, leak=1.0, reset="subtract", surrogate
             c = tf.concat([c[1:], tf.zeros_like(c[:1])], axis=0)
         return tf.transpose(c, perm)
 
-    if jit_compile is None:  # automatic XLA is off until its test passes in the full suite
+    if jit_compile is None:
         steps = x.shape[1]
         jit_compile = (JIT_AUTO and not tf.executing_eagerly() and steps is not None
                        and steps >= JIT_MIN_STEPS)
