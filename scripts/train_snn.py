@@ -17,8 +17,8 @@ iir_and_proxy.md):
 
 Every option left unset takes the chosen method's default (the original code's, see the README
 table); an option the method does not use is an error. Outputs go to --run_dir (default
-logs/<method>_...): flags.json, checkpoint/ (every epoch), model.keras, history.csv, tb/,
-results.json, plus method extras (hybrid: ann.keras, conversion.json; associative_memory:
+logs/snn_<method>_..., logs/iir_..., logs/proxy_..., logs/associative_memory): flags.json,
+checkpoint/ (every epoch), model.keras, history.csv, tb/, results.json, plus method extras (hybrid: ann.keras, conversion.json; associative_memory:
 reconstructions.png). Run-dir plumbing is tfsnn.runs (shared with train_quant.py).
 """
 from absl import app, flags
@@ -39,7 +39,8 @@ flags.DEFINE_integer("timesteps", None, "Time steps T per example (spike_bp/hybr
 run_flags.define({}, {
     "epochs": "spike_bp/hybrid 5, iir/proxy/associative_memory 100",
     "batch_size": "spike_bp/hybrid 32, iir 64, proxy 100, associative_memory 32",
-    "run_dir": "default logs/<method>_<model>_...",
+    "run_dir": "default logs/snn_<method>_<model>_<dataset>_T<timesteps> for spike_bp/hybrid, "
+               "logs/iir_..., logs/proxy_..., logs/associative_memory",
     "validation_examples": "spike_bp/hybrid 5000, iir 10000",
     "seed": "spike_bp/hybrid/associative_memory 0, iir 2, proxy 2020",
     "tensorboard": "default on"})

@@ -252,11 +252,21 @@ def split(name, validation_examples=0, max_train_examples=0, max_test_examples=0
     return train, (val if nval else None), test
 
 
-def epoch_maker(x, y, batch_size, seed, preprocess_fn, drop_remainder=False):
+def split_run(c):
+    """``split`` per a run config's ``dataset``, ``validation_examples``,
+    ``max_train_examples`` and ``max_test_examples``."""
+    return split(c["dataset"], c["validation_examples"], c["max_train_examples"],
+                 c["max_test_examples"])
+
+
+def epoch_maker(x, y, batch_size, seed, preprocess_fn, drop_remainder=False,
+                with_indices=False):
     """``epoch (int64 tensor) -> dataset`` of one epoch's ``(preprocess_fn(images), labels)``.
 
     The permutation depends only on ``(seed, epoch)``, so a resumed run sees exactly the batches
-    of an uninterrupted one (see ``tfsnn.runs.epoch_dataset``).
+    of an uninterrupted one (see ``tfsnn.runs.epoch_dataset``). ``with_indices``: call
+    ``preprocess_fn(images, indices [B], epoch)`` instead, for per-image random augmentation
+    keyed by (image, epoch).
     """
     x, y = tf.constant(x), tf.constant(y)
     n = int(x.shape[0])
@@ -264,7 +274,11 @@ def epoch_maker(x, y, batch_size, seed, preprocess_fn, drop_remainder=False):
     def make(epoch):
         perm = tf.random.experimental.stateless_shuffle(
             tf.range(n), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+
+        def batch(i):
+            images = tf.gather(x, i)
+            images = preprocess_fn(images, i, epoch) if with_indices else preprocess_fn(images)
+            return images, tf.gather(y, i)
         return tf.data.Dataset.from_tensor_slices(perm).batch(
-            batch_size, drop_remainder=drop_remainder).map(
-            lambda i: (preprocess_fn(tf.gather(x, i)), tf.gather(y, i)))
+            batch_size, drop_remainder=drop_remainder).map(batch)
     return make

@@ -47,13 +47,19 @@ def checker(c):
     return need
 
 
+def check_integers(c, flags, minimum=1):
+    """``ConfigError("--flag=value: must be an integer >= minimum")`` for the first bad flag."""
+    need = checker(c)
+    for flag in flags:
+        need(int(c[flag]) == c[flag] and c[flag] >= minimum, flag,
+             f"must be an integer >= {minimum}")
+
+
 def check_run_options(c):
     """Checks every training script shares: positive epochs / batch size, subset sizes >= 0,
     a known ``--strategy``, and ``--resume`` without ``--overwrite`` (keys absent are skipped)."""
     need = checker(c)
-    for flag in ("epochs", "batch_size"):
-        if flag in c:
-            need(int(c[flag]) == c[flag] and c[flag] >= 1, flag, "must be an integer >= 1")
+    check_integers(c, [flag for flag in ("epochs", "batch_size") if flag in c])
     for flag in ("max_train_examples", "max_test_examples", "validation_examples"):
         if flag in c:
             need(c[flag] >= 0, flag, "must be >= 0 (0 = all / none)")

@@ -4,9 +4,9 @@
 ``simulate(snn, data, ...)`` runs each batch through the SNN layer by layer over the whole time
 axis (time folded into batch for the synaptic ops; the neuron recurrence is a ``tf.scan``), all
 under one ``tf.function`` per batch shape, passing each layer only the steps up to its last
-event (the layers' ``compact`` forms: exact, cost follows the active steps rather than T), and returns a ``SimResult`` with per-step logits,
-predictions and accuracy and per-layer, per-step spike (+1 / -1) and SOP counts (definitions in
-``tfsnn.monitor``). The input image is injected at t=0 only (the encoder holds it).
+event (the layers' ``compact`` forms: exact, cost follows the active steps rather than T), and
+returns a ``SimResult`` with per-step logits, predictions and accuracy and per-layer, per-step
+spike (+1 / -1) and SOP counts (definitions in ``tfsnn.monitor``). The input image is injected at t=0 only (the encoder holds it).
 """
 import dataclasses
 import weakref

@@ -82,7 +82,6 @@ class Surrogate(Configurable):
     __call__ = spike
 
 
-
 def _positive(name, v):
     v = float(v)
     if not v > 0:

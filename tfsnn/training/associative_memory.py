@@ -144,9 +144,8 @@ def resolve(config):
     need = runs.checker(c)
     runs.check_run_options(c)
 
-    for flag in ("repeats", "eval_repeats", "dev_repeats", "erase_size"):
-        need(int(c[flag]) == c[flag] and c[flag] >= 1, flag, "must be an integer >= 1")
-    need(int(c["delay"]) == c["delay"] and c["delay"] >= 0, "delay", "must be an integer >= 0")
+    runs.check_integers(c, ("repeats", "eval_repeats", "dev_repeats", "erase_size"))
+    runs.check_integers(c, ("delay",), minimum=0)
     for flag in ("noise_p", "corrupt_p", "jitter_p", "erase_p"):
         need(0.0 <= c[flag] <= 1.0, flag, "must be a probability in [0, 1]")
     for flag in ("learning_rate", "lr_gamma", "tau_m", "tau_s"):

@@ -38,8 +38,7 @@ def resolve(config):
     need(c["encoding"] in iir_models.ENCODINGS, "encoding",
          f"must be one of {', '.join(iir_models.ENCODINGS)}")
     need(c["state"] in ("zero", "carry"), "state", "must be zero or carry")
-    need(int(c["timesteps"]) == c["timesteps"] and c["timesteps"] >= 1, "timesteps",
-         "must be an integer >= 1")
+    runs.check_integers(c, ("timesteps",))
     for flag in ("tau_m", "tau_s", "learning_rate", "lr_gamma"):
         need(c[flag] > 0, flag, "must be > 0")
     need(c["tau_m"] != c["tau_s"], "tau_s", "must differ from --tau_m")
@@ -70,12 +69,6 @@ def multistep_lr(lr, milestones, gamma, steps_per_epoch):
     return keras.optimizers.schedules.PiecewiseConstantDecay(
         [int(m * steps_per_epoch) - 1 for m in milestones],
         [lr * gamma ** i for i in range(len(milestones) + 1)])
-
-
-def split_data(c):
-    """``(train, val_or_None, test)`` uint8 arrays per the subset flags."""
-    return data.split(c["dataset"], c["validation_examples"], c["max_train_examples"],
-                      c["max_test_examples"])
 
 
 def to_float(images):
@@ -121,7 +114,7 @@ def train(config, arrays=None, callbacks=()):
     run = runs.RunDir(c["run_dir"])
     run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"])
     keras.utils.set_random_seed(c["seed"])
-    (xtr, ytr), val, (xte, yte) = arrays or split_data(c)
+    (xtr, ytr), val, (xte, yte) = arrays or data.split_run(c)
     drop = c["state"] == "carry"
     bs = c["batch_size"]
     steps = len(xtr) // bs if drop else runs.steps_for(len(xtr), bs)

@@ -49,8 +49,7 @@ def resolve(config):
     runs.check_run_options(c)
 
     need(c["dataset"] in ("mnist", "fashion_mnist"), "dataset", "must be mnist or fashion_mnist")
-    for flag in ("width", "timesteps"):
-        need(int(c[flag]) == c[flag] and c[flag] >= 1, flag, "must be an integer >= 1")
+    runs.check_integers(c, ("width", "timesteps"))
     for flag in ("threshold", "learning_rate", "epsilon"):
         need(c[flag] > 0, flag, "must be > 0")
     for flag in ("beta_1", "beta_2"):
@@ -73,21 +72,16 @@ def augment(images, seeds):
 
 def epoch_maker(x, y, c):
     """``epoch -> dataset`` of augmented batches; order and crops depend only on (seed, epoch)."""
-    x, y = tf.constant(x), tf.constant(y)
-    n, bs, seed = int(x.shape[0]), c["batch_size"], c["seed"]
+    seed = c["seed"]
 
-    def make(epoch):
-        key = tf.stack([tf.constant(seed, tf.int64), epoch])
-        perm = tf.random.experimental.stateless_shuffle(tf.range(n), seed=key)
-
-        def batch(i):
-            img = to_float(tf.gather(x, i))
-            if c["augment"]:
-                s = tf.stack([tf.cast(i, tf.int64), tf.fill(tf.shape(i), epoch + 7919 * seed)], 1)
-                img = augment(img, s)
-            return img, tf.gather(y, i)
-        return tf.data.Dataset.from_tensor_slices(perm).batch(bs, drop_remainder=True).map(batch)
-    return make
+    def preprocess(images, i, epoch):
+        img = to_float(images)
+        if not c["augment"]:
+            return img
+        s = tf.stack([tf.cast(i, tf.int64), tf.fill(tf.shape(i), epoch + 7919 * seed)], 1)
+        return augment(img, s)
+    return data.epoch_maker(x, y, c["batch_size"], seed, preprocess, drop_remainder=True,
+                            with_indices=True)
 
 
 def build_model(c):

@@ -58,12 +58,6 @@ def resolve(config):
     return c
 
 
-def split_data(c):
-    """``(train, val, test)`` arrays per the config's subset flags (val = end of the train split)."""
-    return data.split(c["dataset"], c["validation_examples"], c["max_train_examples"],
-                      c["max_test_examples"])
-
-
 def epoch_maker(name, x, y, batch_size, seed):
     """``epoch -> dataset`` with a permutation that depends only on (seed, epoch)."""
     return data.epoch_maker(x, y, batch_size, seed, lambda b: data.preprocess(name, b, True))
@@ -98,12 +92,12 @@ def train(config, arrays=None, callbacks=()):
     c = resolve(config)
     if c["qat_backend"] == "tfmot":
         from tfsnn.interop import tfmot  # needs TF_USE_LEGACY_KERAS=1 set before TF import
-        return tfmot.train(c, arrays or split_data(c))
+        return tfmot.train(c, arrays or data.split_run(c))
     strategy = runs.get_strategy(c["strategy"])
     run = runs.RunDir(c["run_dir"])
     run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"], ("inference.json",))
     keras.utils.set_random_seed(c["seed"])
-    (xtr, ytr), val, (xte, yte) = arrays or split_data(c)
+    (xtr, ytr), val, (xte, yte) = arrays or data.split_run(c)
     steps = runs.steps_for(len(xtr), c["batch_size"])
     val_ds = None if val is None else data.pipeline(c["dataset"], *val, c["batch_size"], False)
     timer = runs.EpochTimer()

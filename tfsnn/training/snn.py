@@ -55,8 +55,7 @@ def resolve(config):
     need(c["method"] != "hybrid" or snn_models.FAMILY[c["model"]] == "rathi", "model",
          "hybrid conversion needs a Rathi architecture (vgg5/9/11/13/16, resnet12/20/34)")
     runs.check_run_options(c)
-    for flag in ("timesteps", "balance_examples"):
-        need(int(c[flag]) == c[flag] and c[flag] >= 1, flag, "must be an integer >= 1")
+    runs.check_integers(c, ("timesteps", "balance_examples"))
     need(c["ann_epochs"] >= 0, "ann_epochs", "must be >= 0")
     c["learning_rate"] = c["learning_rate"] or DEFAULT_LR[c["method"]].get(
         c["model"], 1e-4 if c["method"] == "hybrid" else 0.0033)
@@ -91,11 +90,6 @@ def preprocess(name, images, training):
         x = tf.image.random_crop(x, tf.stack([b, 32, 32, 3]))
         x = tf.image.random_flip_left_right(x)
     return x
-
-
-def split_data(c):
-    return data.split(c["dataset"], c["validation_examples"], c["max_train_examples"],
-                      c["max_test_examples"])
 
 
 def epoch_maker(name, x, y, batch_size, seed):
@@ -176,7 +170,7 @@ def train(config, arrays=None):
     run = runs.RunDir(c["run_dir"])
     run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"], EXTRAS)
     keras.utils.set_random_seed(c["seed"])
-    train_, val, test = arrays or split_data(c)
+    train_, val, test = arrays or data.split_run(c)
     steps = runs.steps_for(len(train_[0]), c["batch_size"])
     val_ds = None if val is None else eval_ds(c["dataset"], *val, c["batch_size"])
     timer = runs.EpochTimer()
