@@ -18,8 +18,9 @@ iir_and_proxy.md):
 Every option left unset takes the chosen method's default (the original code's, see the README
 table); an option the method does not use is an error. Outputs go to --run_dir (default
 logs/snn_<method>_..., logs/iir_..., logs/proxy_..., logs/associative_memory): flags.json,
-checkpoint/ (every epoch), model.keras, history.csv, tb/, results.json, plus method extras (hybrid: ann.keras, conversion.json; associative_memory:
-reconstructions.png). Run-dir plumbing is tfsnn.runs (shared with train_quant.py).
+checkpoint/ (every epoch; iir/associative_memory also best.keras, the best dev epoch, which
+their test figures use), model.keras, history.csv, tb/, results.json, plus method extras
+(hybrid: ann.keras, conversion.json; associative_memory: reconstructions.png). Run-dir plumbing is tfsnn.runs (shared with train_quant.py).
 """
 from absl import app, flags
 
@@ -65,6 +66,9 @@ flags.DEFINE_string("encoding", None, "iir: input encoding, copy (default) or po
 flags.DEFINE_string("state", None, "iir: filter states per batch, zero (default) or carry.")
 flags.DEFINE_float("tau_m", None, "iir/associative_memory: membrane time constant (4 / 8 steps).")
 flags.DEFINE_float("tau_s", None, "iir/associative_memory: synapse time constant (1 / 2 steps).")
+flags.DEFINE_float("filter_radius", None, "iir/associative_memory: keep every IIR synapse pole "
+                   "within this radius during training (0.99); 0 trains the coefficients freely, "
+                   "as the original, which can turn filters unstable.")
 flags.DEFINE_float("dropout", None, "iir: dropout rate (0.3).")
 flags.DEFINE_list("lr_milestones", None, "iir/associative_memory: epochs where the learning rate "
                   "is multiplied by --lr_gamma (50,100 / 50,100,150).")

@@ -68,6 +68,11 @@ def test_delay_and_corruption_model():
 def test_flags_are_validated():
     with pytest.raises(runs.ConfigError, match="--noise_p"):
         am.resolve({"noise_p": 2.0})
+    with pytest.raises(runs.ConfigError, match="--filter_radius"):
+        am.resolve({"filter_radius": 0.8})  # below the initial pole exp(-1/8)
+    with pytest.raises(runs.ConfigError, match="--filter_radius"):
+        am.resolve({"filter_radius": 1.0})
+    assert am.resolve({"filter_radius": 0})["filter_radius"] == 0
     with pytest.raises(runs.ConfigError, match="--epochs"):
         am.resolve({"epochs": 0})
 
@@ -84,3 +89,28 @@ def test_tiny_training_writes_reconstructions(tmp_path):
     ds = am.epoch_maker(pats, {**am.resolve(cfg)}, 0, 2)(tf.constant(0, tf.int64))
     xb, yb = next(iter(ds))
     assert tuple(xb.shape) == (3, 20, 12) and tuple(yb.shape) == (3, 20, 12)
+
+
+def test_best_dev_epoch_is_tested_and_stability_logged(tmp_path):
+    """Test loss and PNG come from the best dev epoch's model (kept across resume); each
+    synapse's stable fraction is in history.csv; the synapses carry the radius constraint."""
+    import csv
+    import keras
+    rng = np.random.default_rng(5)
+    pats = (rng.random((3, 12, 20)) < 0.15).astype(np.float32)
+    cfg = dict(epochs=3, batch_size=3, repeats=2, eval_repeats=1, dev_repeats=1, erase_size=4,
+               learning_rate=0.05, run_dir=str(tmp_path / "am"), verbose=0, tensorboard=False)
+    am.train(cfg, patterns=pats)
+    r = am.train({**cfg, "epochs": 5, "resume": True}, patterns=pats)
+    rows = list(csv.DictReader(open(tmp_path / "am" / "history.csv")))
+    val = [float(row["val_loss"]) for row in rows]
+    assert len(rows) == 5 and r["best_epoch"] == int(np.argmin(val)) + 1
+    assert r["best_val_loss"] == pytest.approx(min(val), rel=1e-6)
+    assert all(0.0 <= float(row["stable_synapse1"]) <= 1.0 for row in rows)
+    best = keras.models.load_model(tmp_path / "am" / "checkpoint" / "best.keras")
+    c = am.resolve(cfg)
+    test = am.epoch_maker(pats, c, c["seed"] + am.TEST_SEED_OFFSET, 1, False)(
+        tf.constant(0, tf.int64))
+    assert r["test_loss"] == pytest.approx(float(best.evaluate(test, verbose=0)), rel=1e-6)
+    assert np.isfinite(r["test_loss_last"])
+    assert best.get_layer("synapse1").max_radius == 0.99

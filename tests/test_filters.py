@@ -192,3 +192,64 @@ def test_unrolled_loop_equals_tf_scan(monkeypatch):
     np.testing.assert_allclose(unrolled.numpy(), scanned.numpy(), rtol=1e-12, atol=1e-14)
     for a, b in zip(st_u, st_s):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-14)
+
+
+def max_pole_radius(a1, a2):
+    return np.array([np.abs(np.roots([1.0, -x, -y])).max() for x, y in zip(a1, a2)])
+
+
+def test_projection_reaches_the_radius_and_keeps_inside_points():
+    r = 0.95
+    rng = np.random.default_rng(0)
+    a1, a2 = rng.uniform(-3, 3, 4000), rng.uniform(-2, 2, 4000)
+    p1, p2 = (v.numpy() for v in F.project_dual_exp(tf.constant(a1), tf.constant(a2), r))
+    rad = max_pole_radius(p1, p2)
+    assert rad.max() <= r + 1e-6  # every projected filter has its poles within r
+    inside = max_pole_radius(a1, a2) <= r - 1e-9
+    assert 100 < inside.sum() < 3900
+    np.testing.assert_array_equal(p1[inside], a1[inside])  # identity inside the region
+    np.testing.assert_array_equal(p2[inside], a2[inside])
+    q1, q2 = (v.numpy() for v in F.project_dual_exp(tf.constant(p1), tf.constant(p2), r))
+    np.testing.assert_array_equal(q1, p1)  # idempotent
+    np.testing.assert_array_equal(q2, p2)
+    assert np.abs(rad[~inside] - r).max() < 1e-6  # points outside land on the boundary
+
+
+@pytest.mark.parametrize("layer", ["dual_exp", "low_pass"])
+def test_max_radius_holds_through_training(layer):
+    """Gradient steps that push every coefficient outwards leave the filters within the
+    radius; the same steps without the constraint make them unstable."""
+    x = np.ones((4, 30, 8), np.float32)
+
+    def train(max_radius):
+        keras.utils.set_random_seed(0)
+        syn = (F.DualExpIIR(4, 1, max_radius=max_radius) if layer == "dual_exp"
+               else F.FirstOrderLowPass(4, max_radius=max_radius))
+        model = keras.Sequential([keras.Input((30, 8)), syn])
+        model.compile(keras.optimizers.Adam(0.05), loss=lambda y, p: -tf.reduce_mean(p))
+        model.fit(x, x, epochs=30, batch_size=4, verbose=0)
+        return syn
+
+    free, held = train(None), train(0.97)
+    if layer == "dual_exp":
+        rad = max_pole_radius(held.alpha_1.numpy(), held.alpha_2.numpy())
+        assert max_pole_radius(free.alpha_1.numpy(), free.alpha_2.numpy()).min() > 1.0
+    else:
+        rad = np.abs(held.alpha.numpy())
+        assert np.abs(free.alpha.numpy()).min() > 1.0
+    assert rad.max() <= 0.97 + 1e-6 and rad.min() > 0.96  # driven to the boundary, not past
+    assert float(held.stability()) == 1.0 and float(free.stability()) == 0.0
+
+
+def test_max_radius_config_round_trip_and_errors(tmp_path):
+    inp = keras.Input((10, 3))
+    model = keras.Model(inp, F.FirstOrderLowPass(3, max_radius=0.9, name="b")(
+        F.DualExpIIR(4, 1, max_radius=0.99, name="a")(inp)))
+    model.save(tmp_path / "m.keras")
+    back = keras.models.load_model(tmp_path / "m.keras")
+    assert back.get_layer("a").max_radius == 0.99 and back.get_layer("b").max_radius == 0.9
+    assert back.get_layer("a").alpha_1.constraint is not None
+    with pytest.raises(ValueError, match="max_radius"):
+        F.DualExpIIR(4, 1, max_radius=1.0)
+    with pytest.raises(ValueError, match="initial pole"):
+        F.DualExpIIR(8, 2, max_radius=0.8)  # exp(-1/8) = 0.8825

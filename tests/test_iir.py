@@ -218,6 +218,41 @@ def test_train_and_resume_tiny(tmp_path):
     assert (tmp_path / "r" / "model.keras").is_file()
 
 
+def test_test_accuracy_is_the_best_dev_epochs(tmp_path):
+    import csv
+    rng = np.random.default_rng(9)
+    x = rng.integers(0, 256, (64, 28, 28, 1)).astype(np.uint8)
+    y = (x[:, 10:18, 10:18, 0].mean((1, 2)) > 127).astype(int)  # learnable
+    arrays = ((x[:32], y[:32]), (x[32:48], y[32:48]), (x[48:], y[48:]))
+    cfg = dict(timesteps=4, epochs=3, batch_size=16, learning_rate=3e-3,
+               run_dir=str(tmp_path / "r"), verbose=0, tensorboard=False)
+    r = train_iir.train(cfg, arrays=arrays)
+    rows = list(csv.DictReader(open(tmp_path / "r" / "history.csv")))
+    acc = [float(row["val_accuracy"]) for row in rows]
+    assert r["best_epoch"] == int(np.argmax(acc)) + 1  # first maximum
+    best = keras.models.load_model(tmp_path / "r" / "checkpoint" / "best.keras")
+    _, want = best.evaluate(train_iir.eval_dataset(*arrays[2], 16), verbose=0)
+    assert r["test_accuracy"] == pytest.approx(want) and "test_accuracy_last" in r
+    assert set(r["filter_stability"]) == {"synapse1", "synapse2", "synapse3"}
+    assert {"stable_synapse1", "stable_synapse3"} <= set(rows[0])
+
+
+def test_import_tfsnn_registers_everything_a_saved_model_holds(tmp_path):
+    """A fresh interpreter that only imports tfsnn loads IIR models and their loss."""
+    import subprocess
+    import sys
+    m = M.associative_memory_net(timesteps=6, channels=4, widths=(3, 2, 3),
+                                          filter_radius=0.95)
+    m.compile("adam", M.FilteredMSE())
+    m.save(tmp_path / "m.keras")
+    code = ("import sys, tfsnn, keras; m = keras.models.load_model(sys.argv[1]); "
+            "print(type(m.loss).__name__, m.get_layer('synapse2').max_radius)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.keras")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split()[-2:] == ["FilteredMSE", "0.95"]
+
+
 @pytest.mark.slow
 def test_real_fashion_mnist_snn_mlp_1_learns(tmp_path):
     """snn_mlp_1 on 5,000 real Fashion-MNIST images, one epoch (lr 1e-3): well above chance."""

@@ -18,6 +18,10 @@ if _keras.backend.backend() != "tensorflow":  # e.g. set in ~/.keras/keras.json
         f"tfsnn needs the TensorFlow backend of Keras 3, but Keras is using "
         f"{_keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow or edit ~/.keras/keras.json.")
 
+# Everything a saved model can hold is registered on import, so that after ``import tfsnn``
+# ``keras.models.load_model`` reads any tfsnn model (layers, losses, surrogates, quantizers).
 from tfsnn import quantizers  # noqa: E402,F401
+from tfsnn import iir_models, layers  # noqa: E402,F401
+from tfsnn.training import spike_bp as _spike_bp  # noqa: E402,F401  (SumSquaredError)
 
 __version__ = "0.1.0"

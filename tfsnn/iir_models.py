@@ -40,20 +40,20 @@ def _encoder(encoding, timesteps, name="encoder"):
     raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
 
 
-def _synapse(kind, tau_m, tau_s, sk, name):
+def _synapse(kind, tau_m, tau_s, sk, name, max_radius):
     if kind == "dual_exp":
-        return DualExpIIR(tau_m, tau_s, name=name, **sk)
-    return FirstOrderLowPass(tau_m, name=name, **sk)
+        return DualExpIIR(tau_m, tau_s, name=name, max_radius=max_radius, **sk)
+    return FirstOrderLowPass(tau_m, name=name, max_radius=max_radius, **sk)
 
 
 def _mlp(name, synapse, timesteps, encoding, tau_m, tau_s, dropout, state, batch_size,
-         input_shape, classes):
+         input_shape, classes, filter_radius):
     sk = dict(state=state, batch_size=batch_size)
     inp = keras.Input(input_shape, batch_size=batch_size if state == "carry" else None,
                       name="image")
     h = _encoder(encoding, timesteps)(keras.layers.Flatten(name="flatten")(inp))
     for i, units in enumerate((500, 500, classes), start=1):
-        h = _synapse(synapse, tau_m, tau_s, sk, f"synapse{i}")(h)
+        h = _synapse(synapse, tau_m, tau_s, sk, f"synapse{i}", filter_radius)(h)
         h = IIRSpikingDense(units, tau_m=tau_m, name=f"neuron{i}", **sk)(h)
         if i < 3 and dropout:
             h = keras.layers.Dropout(dropout, name=f"dropout{i}")(h)
@@ -61,21 +61,22 @@ def _mlp(name, synapse, timesteps, encoding, tau_m, tau_s, dropout, state, batch
 
 
 def snn_mlp_1(timesteps=25, encoding="copy", tau_m=4.0, tau_s=1.0, dropout=0.3, state="zero",
-              batch_size=None, input_shape=(28, 28, 1), classes=10):
-    """The dual-exponential IIR MLP (784-500-500-10), spike-count logits."""
+              batch_size=None, input_shape=(28, 28, 1), classes=10, filter_radius=None):
+    """The dual-exponential IIR MLP (784-500-500-10), spike-count logits. ``filter_radius``:
+    the synapses' ``max_radius`` (None: free coefficients, as the original)."""
     return _mlp("snn_mlp_1", "dual_exp", timesteps, encoding, tau_m, tau_s, dropout, state,
-                batch_size, input_shape, classes)
+                batch_size, input_shape, classes, filter_radius)
 
 
 def snn_mlp_2(timesteps=25, encoding="copy", tau_m=4.0, tau_s=1.0, dropout=0.3, state="zero",
-              batch_size=None, input_shape=(28, 28, 1), classes=10):
+              batch_size=None, input_shape=(28, 28, 1), classes=10, filter_radius=None):
     """``snn_mlp_1`` with first-order low-pass synapses (tau = tau_m; tau_s unused)."""
     return _mlp("snn_mlp_2", "low_pass", timesteps, encoding, tau_m, tau_s, dropout, state,
-                batch_size, input_shape, classes)
+                batch_size, input_shape, classes, filter_radius)
 
 
 def snn_conv_1(timesteps=25, encoding="copy", tau_m=4.0, tau_s=1.0, dropout=0.3, state="zero",
-               batch_size=None, input_shape=(28, 28, 1), classes=10):
+               batch_size=None, input_shape=(28, 28, 1), classes=10, filter_radius=None):
     """The IIR conv net of snn_conv_1_mnist (max pools act on the PSP, which is then filtered
     again, as upstream). Flattening is Keras (H, W, C) order."""
     sk = dict(state=state, batch_size=batch_size)
@@ -87,7 +88,7 @@ def snn_conv_1(timesteps=25, encoding="copy", tau_m=4.0, tau_s=1.0, dropout=0.3,
     def iir(h):
         nonlocal n
         n += 1
-        return DualExpIIR(tau_m, tau_s, name=f"synapse{n}", **sk)(h)
+        return DualExpIIR(tau_m, tau_s, name=f"synapse{n}", max_radius=filter_radius, **sk)(h)
 
     h = iir(h)
     for i, f in enumerate((32, 32, 64), start=1):
@@ -114,16 +115,16 @@ def iir_model(name, **kwargs):
 
 
 def associative_memory_net(timesteps=300, channels=300, widths=(500, 200, 500), tau_m=8.0,
-                           tau_s=2.0, state="zero", batch_size=None):
+                           tau_s=2.0, state="zero", batch_size=None, filter_radius=None):
     """``[B, T, channels]`` spikes -> IIR -> 500 -> IIR -> 200 -> IIR -> 500 -> IIR -> channels:
     output spikes ``[B, T, channels]`` (filter them with ``DualExpReadoutFilter(8, 2)`` for the
-    loss)."""
+    loss). ``filter_radius``: the synapses' ``max_radius`` (None: free, as the original)."""
     sk = dict(state=state, batch_size=batch_size)
     inp = keras.Input((timesteps, channels), batch_size=batch_size if state == "carry" else None,
                       name="spikes")
     h = inp
     for i, units in enumerate((*widths, channels), start=1):
-        h = DualExpIIR(tau_m, tau_s, name=f"synapse{i}", **sk)(h)
+        h = DualExpIIR(tau_m, tau_s, name=f"synapse{i}", max_radius=filter_radius, **sk)(h)
         h = IIRSpikingDense(units, tau_m=tau_m, name=f"neuron{i}", **sk)(h)
     return keras.Model(inp, h, name="associative_memory")
 

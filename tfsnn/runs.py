@@ -5,6 +5,8 @@ Layout of ``<run_dir>/``:
 * ``flags.json``      the configuration the run was started with (checked on every restart)
 * ``checkpoint/last.keras`` + ``checkpoint/state.json``  model + optimizer state after the last
   finished epoch (``{"epoch": n}``, n = epochs done); both written atomically
+* ``checkpoint/best.keras`` + ``checkpoint/best.json``  the model of the best validation epoch
+  (methods that select on a dev split: ``{"epoch", "monitor", "value"}``)
 * ``model.keras``     the final trained model
 * ``history.csv``     per-epoch metrics (appended on resume)
 * ``tb/``             TensorBoard event files
@@ -113,9 +115,17 @@ class RunDir:
         self.history = self.path / "history.csv"
         self.tensorboard = self.path / "tb"
         self.results = self.path / "results.json"
+        self.best = self.path / "checkpoint" / "best.keras"
+        self.best_state = self.path / "checkpoint" / "best.json"
 
     def saved_flags(self):
         return json.loads(self.flags.read_text()) if self.flags.is_file() else None
+
+    def best_epoch(self):
+        """``{"epoch", "monitor", "value"}`` of the saved best-epoch model, or None."""
+        if not (self.best_state.is_file() and self.best.is_file()):
+            return None
+        return json.loads(self.best_state.read_text())
 
     def epochs_done(self):
         """Epochs finished by the last checkpoint (0 if there is none)."""
@@ -150,7 +160,8 @@ class RunDir:
             raise ConfigError(f"--run_dir {self.path} already has a checkpoint after epoch {done}; "
                               "pass --resume to continue it or --overwrite to start anew.")
         if overwrite and not resume:
-            for p in (self.checkpoint, self.checkpoint_state, self.history, self.model, self.results,
+            for p in (self.checkpoint, self.checkpoint_state, self.best, self.best_state,
+                      self.history, self.model, self.results,
                       *(self.path / name for name in extras)):
                 if p.is_file():
                     p.unlink()
@@ -170,6 +181,35 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         atomic_save_model(self.model, self.run.checkpoint)
         atomic_write_json(self.run.checkpoint_state, {"epoch": epoch + 1})
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Saves the model of the epoch with the best ``monitor`` (lowest for ``mode="min"``) to
+    ``run.best`` and ``{"epoch", "monitor", "value"}`` (epoch 1-based) to ``run.best_state``.
+
+    ``resumed_at``: the epochs already done when resuming; the stored best counts only if it is
+    from one of them (a best saved by an epoch whose checkpoint was never written is ignored).
+    """
+
+    def __init__(self, run, monitor="val_loss", mode="min", resumed_at=0):
+        super().__init__()
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be min or max, got {mode!r}")
+        self.run, self.monitor, self.mode = run, monitor, mode
+        state = run.best_epoch() if resumed_at else None
+        ok = state and state["monitor"] == monitor and state["epoch"] <= resumed_at
+        self.best = state["value"] if ok else None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            return
+        value = float(value)
+        if self.best is None or (value < self.best if self.mode == "min" else value > self.best):
+            self.best = value
+            atomic_save_model(self.model, self.run.best)
+            atomic_write_json(self.run.best_state,
+                              {"epoch": epoch + 1, "monitor": self.monitor, "value": value})
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -220,7 +260,7 @@ def steps_for(n, batch_size):
 
 
 def fit(run, build, train_epoch, steps_per_epoch, epochs, resume, val_ds=None, strategy=None,
-        callbacks=(), tensorboard=True, verbose=1):
+        callbacks=(), tensorboard=True, verbose=1, best=None):
     """Train with the run directory's conventions; returns the trained model.
 
     Args:
@@ -231,6 +271,10 @@ def fit(run, build, train_epoch, steps_per_epoch, epochs, resume, val_ds=None, s
       epochs: total epochs (including those already done when resuming).
       resume: continue from the last checkpoint (model, optimizer state and epoch counter).
       val_ds: validation dataset evaluated after every epoch.
+      callbacks: run before the run directory's own (so values they add to ``logs`` reach
+        ``history.csv`` and TensorBoard).
+      best: ``(monitor, mode)``, e.g. ``("val_loss", "min")``: also keep the best epoch's model
+        (``BestCheckpoint``; read it back with ``run.best_epoch()`` / ``run.best``).
     """
     strategy = strategy or tf.distribute.get_strategy()
     first = run.epochs_done() if resume else 0
@@ -238,10 +282,13 @@ def fit(run, build, train_epoch, steps_per_epoch, epochs, resume, val_ds=None, s
         model = keras.models.load_model(run.checkpoint) if resume else build()
     if first >= epochs:
         return model
-    cbs = [EpochCheckpoint(run), keras.callbacks.CSVLogger(str(run.history), append=resume)]
+    cbs = list(callbacks)
+    if best is not None:  # before EpochCheckpoint: a crash between the two redoes the epoch
+        cbs.append(BestCheckpoint(run, *best, resumed_at=first))
+    cbs += [EpochCheckpoint(run), keras.callbacks.CSVLogger(str(run.history), append=resume)]
     if tensorboard:
         cbs.append(keras.callbacks.TensorBoard(log_dir=str(run.tensorboard)))
     model.fit(epoch_dataset(train_epoch, first, epochs), epochs=epochs, initial_epoch=first,
               steps_per_epoch=steps_per_epoch, validation_data=val_ds, shuffle=False,
-              callbacks=cbs + list(callbacks), verbose=verbose)
+              callbacks=cbs, verbose=verbose)
     return model

@@ -16,6 +16,13 @@ through it gives the exact coefficient gradients.
   ``eta = tau_m/tau_s`` (1 without ``normalize``). Impulse response ``V0*(a^n - b^n)``: 0 at lag
   0, peak 0.9973 at lag 4 for (8, 2). Nothing trainable (associative-memory loss).
 
+Stability (``max_radius=r``, ``0 < r < 1``): after every optimizer step the trainable
+coefficients are projected so that every pole lies within radius ``r`` (dual exp: ``|alpha_2| <=
+r^2``, ``|alpha_1| <= r - alpha_2/r``, the stability triangle scaled by ``r``; low-pass:
+``|alpha| <= r``). Inside that region the projection is the identity, so training is unchanged
+until a filter reaches it. ``None`` trains freely, as the original (which can leave the stable
+region and make the output grow without bound).
+
 State modes (``state=``): ``"zero"`` starts every call from zero states; ``"carry"`` (needs a
 fixed ``batch_size``) keeps the final states of each call in non-trainable weights ``[B, ...]``
 (detached: truncated BPTT across calls) and starts the next call from them; ``reset_states()``
@@ -112,6 +119,41 @@ def dual_exp_readout(x, tau_m=8.0, tau_s=2.0, normalize=True, initial_state=None
     return to_time_major(v0 * (ms - ss)), [ms[-1], ss[-1]]
 
 
+def check_radius(max_radius):
+    """``None`` or a float in (0, 1) (``ValueError`` otherwise)."""
+    if max_radius is None:
+        return None
+    if not 0.0 < float(max_radius) < 1.0:
+        raise ValueError(f"max_radius must be in (0, 1) or None, got {max_radius!r}")
+    return float(max_radius)
+
+
+def project_dual_exp(alpha_1, alpha_2, r):
+    """``(alpha_1, alpha_2)`` moved into the region where both roots of ``z^2 - alpha_1 z -
+    alpha_2`` have modulus <= ``r``: clip ``alpha_2`` to ``[-r^2, r^2]``, then ``alpha_1`` to
+    ``+-(r - alpha_2/r)``. Identity inside the region; elementwise."""
+    a2 = tf.clip_by_value(alpha_2, -r * r, r * r)
+    bound = r - a2 / r
+    return tf.clip_by_value(alpha_1, -bound, bound), a2
+
+
+class _ClipRadius(keras.constraints.Constraint):
+    """Pole-radius constraint of one coefficient (``role``): ``"alpha"`` (low-pass, ``|alpha| <=
+    r``), ``"alpha_2"`` or ``"alpha_1"`` (reads ``layer.alpha_2``, so the pair lands in the region
+    whichever variable the optimizer constrains first). Not serialized: the layer's
+    ``max_radius`` config recreates it."""
+
+    def __init__(self, r, role, layer=None):
+        self.r, self.role, self.layer = r, role, layer
+
+    def __call__(self, w):
+        if self.role == "alpha":
+            return tf.clip_by_value(w, -self.r, self.r)
+        if self.role == "alpha_2":
+            return project_dual_exp(tf.zeros_like(w), w, self.r)[1]
+        return project_dual_exp(w, tf.convert_to_tensor(self.layer.alpha_2), self.r)[0]
+
+
 class StatefulSequenceLayer(keras.layers.Layer):
     """Base of the layers with a recurrence over time: the ``zero`` / ``carry`` state policy.
 
@@ -168,16 +210,22 @@ class StatefulSequenceLayer(keras.layers.Layer):
 class DualExpIIR(StatefulSequenceLayer):
     """Dual-exponential IIR synapse ``[B, T, ...] -> [B, T, ...]`` with per-element coefficients
     ``alpha_1, alpha_2, beta_1`` (shape ``input_shape[2:]``), initialised from ``(tau_m, tau_s)``
-    and trained freely (``train_coefficients=False`` freezes them). State: ``[y[t-1], y[t-2]]``.
+    and trained (``train_coefficients=False`` freezes them), within pole radius ``max_radius`` if
+    given (module docstring). State: ``[y[t-1], y[t-2]]``.
     """
 
     def __init__(self, tau_m=4.0, tau_s=1.0, train_coefficients=True, state="zero",
-                 batch_size=None, **kwargs):
+                 batch_size=None, max_radius=None, **kwargs):
         super().__init__(state, batch_size, **kwargs)
         if not (tau_m > 0 and tau_s > 0 and tau_m != tau_s):
             raise ValueError(f"need tau_m, tau_s > 0 and tau_m != tau_s, got {tau_m!r}, {tau_s!r}")
         self.tau_m, self.tau_s = float(tau_m), float(tau_s)
         self.train_coefficients = bool(train_coefficients)
+        self.max_radius = check_radius(max_radius)
+        if self.max_radius is not None and max(math.exp(-1 / tau_m), math.exp(-1 / tau_s)) > \
+                self.max_radius:
+            raise ValueError(f"max_radius={max_radius} is below the initial pole "
+                             f"exp(-1/{max(tau_m, tau_s)})")
 
     def state_shapes(self, input_shape):
         return [tuple(input_shape[2:])] * 2
@@ -189,6 +237,9 @@ class DualExpIIR(StatefulSequenceLayer):
             self.add_weight(name=n, shape=shape, initializer=keras.initializers.Constant(v),
                             trainable=self.train_coefficients)
             for n, v in (("alpha_1", a1), ("alpha_2", a2), ("beta_1", b1)))
+        if self.max_radius is not None:
+            self.alpha_1.constraint = _ClipRadius(self.max_radius, "alpha_1", self)
+            self.alpha_2.constraint = _ClipRadius(self.max_radius, "alpha_2")
         self.build_state(input_shape)
 
     def run(self, x, initial_state):
@@ -203,7 +254,7 @@ class DualExpIIR(StatefulSequenceLayer):
 
     def get_config(self):
         return {**super().get_config(), "tau_m": self.tau_m, "tau_s": self.tau_s,
-                "train_coefficients": self.train_coefficients}
+                "train_coefficients": self.train_coefficients, "max_radius": self.max_radius}
 
 
 @keras.saving.register_keras_serializable(package="tfsnn")
@@ -212,12 +263,15 @@ class FirstOrderLowPass(StatefulSequenceLayer):
     trainable per-element ``alpha`` initialised to ``exp(-1/tau)``. State: ``[y[t-1]]``."""
 
     def __init__(self, tau=4.0, train_coefficients=True, state="zero", batch_size=None,
-                 **kwargs):
+                 max_radius=None, **kwargs):
         super().__init__(state, batch_size, **kwargs)
         if not tau > 0:
             raise ValueError(f"tau must be > 0, got {tau!r}")
         self.tau = float(tau)
         self.train_coefficients = bool(train_coefficients)
+        self.max_radius = check_radius(max_radius)
+        if self.max_radius is not None and math.exp(-1 / tau) > self.max_radius:
+            raise ValueError(f"max_radius={max_radius} is below the initial pole exp(-1/{tau})")
 
     def state_shapes(self, input_shape):
         return [tuple(input_shape[2:])]
@@ -225,15 +279,20 @@ class FirstOrderLowPass(StatefulSequenceLayer):
     def build(self, input_shape):
         self.alpha = self.add_weight(
             name="alpha", shape=tuple(input_shape[2:]), trainable=self.train_coefficients,
-            initializer=keras.initializers.Constant(math.exp(-1.0 / self.tau)))
+            initializer=keras.initializers.Constant(math.exp(-1.0 / self.tau)),
+            constraint=None if self.max_radius is None else _ClipRadius(self.max_radius, "alpha"))
         self.build_state(input_shape)
 
     def run(self, x, initial_state):
         return iir1(x, tf.cast(self.alpha, x.dtype), initial_state)
 
+    def stability(self):
+        """Fraction of elements with ``|alpha| < 1`` (a stable filter)."""
+        return tf.reduce_mean(tf.cast(tf.abs(self.alpha) < 1.0, tf.float32))
+
     def get_config(self):
         return {**super().get_config(), "tau": self.tau,
-                "train_coefficients": self.train_coefficients}
+                "train_coefficients": self.train_coefficients, "max_radius": self.max_radius}
 
 
 @keras.saving.register_keras_serializable(package="tfsnn")

@@ -7,20 +7,26 @@ softmax cross-entropy on the output spike counts; accuracy: ``argmax`` of the co
 wins ties). Adam (eps 1e-8) with a MultiStepLR schedule (``lr_milestones`` in epochs, factor
 ``lr_gamma``). ``state="carry"`` keeps the neuron / filter states across minibatches (fixed batch
 size: every split drops its last partial batch). The test split is evaluated with the final
-model (upstream picks the best-dev epoch).
+model of the best dev epoch (highest ``val_accuracy``, as upstream reports it; kept in
+``checkpoint/best.keras``) and with the final model; without a dev split, with the final model.
+``filter_radius`` (default 0.99) keeps every synapse's poles within that radius
+(``tfsnn.layers.filters``; 0 trains the coefficients freely, as upstream); the fraction of stable
+filters of each synapse is logged per epoch (``stable_<layer>`` in ``history.csv``).
 """
+import math
 import time
 
 import keras
 import tensorflow as tf
 
 from tfsnn import data, iir_models, runs
-from tfsnn.layers.filters import DualExpIIR
+from tfsnn.layers.filters import DualExpIIR, FirstOrderLowPass
 
 DEFAULTS = dict(
     model="snn_mlp_1", dataset="fashion_mnist", encoding="copy", timesteps=25, state="zero",
     tau_m=4.0, tau_s=1.0, dropout=0.3, epochs=100, batch_size=64, learning_rate=1e-4,
-    lr_milestones=(50, 100), lr_gamma=0.1, validation_examples=10000, max_train_examples=0,
+    lr_milestones=(50, 100), lr_gamma=0.1, filter_radius=0.99, validation_examples=10000,
+    max_train_examples=0,
     max_test_examples=0, seed=2, run_dir=None, resume=False, overwrite=False,
     strategy="default", tensorboard=True, verbose=1)
 IDENTITY_KEYS = ("model", "dataset", "encoding", "timesteps", "state", "tau_m", "tau_s")
@@ -43,10 +49,23 @@ def resolve(config):
         need(c[flag] > 0, flag, "must be > 0")
     need(c["tau_m"] != c["tau_s"], "tau_s", "must differ from --tau_m")
     need(0.0 <= c["dropout"] < 1.0, "dropout", "must be in [0, 1)")
+    check_filter_radius(c, need)
     c["lr_milestones"] = parse_milestones(c["lr_milestones"], need)
     c["run_dir"] = c["run_dir"] or (
         f"logs/iir_{c['model']}_{c['dataset']}_{c['encoding']}_{c['state']}")
     return c
+
+
+def check_filter_radius(c, need):
+    """``--filter_radius``: 0 (free coefficients) or above the initial poles and below 1."""
+    r, pole = c["filter_radius"], math.exp(-1.0 / max(c["tau_m"], c["tau_s"]))
+    need(r == 0 or pole <= r < 1, "filter_radius",
+         f"must be 0 (unconstrained) or in [{pole:.4f}, 1) (the initial pole exp(-1/tau) and 1)")
+
+
+def filter_radius(c):
+    """The layers' ``max_radius`` of a config (None for 0)."""
+    return c["filter_radius"] or None
 
 
 def parse_milestones(v, need, flag="lr_milestones"):
@@ -90,7 +109,8 @@ def build_model(c, steps_per_epoch):
     model = iir_models.iir_model(
         c["model"], timesteps=c["timesteps"], encoding=c["encoding"], tau_m=c["tau_m"],
         tau_s=c["tau_s"], dropout=c["dropout"], state=c["state"],
-        batch_size=c["batch_size"] if c["state"] == "carry" else None)
+        batch_size=c["batch_size"] if c["state"] == "carry" else None,
+        filter_radius=filter_radius(c))
     lr = multistep_lr(c["learning_rate"], c["lr_milestones"], c["lr_gamma"], steps_per_epoch)
     model.compile(optimizer=keras.optimizers.Adam(lr, epsilon=1e-8),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -99,8 +119,18 @@ def build_model(c, steps_per_epoch):
 
 
 def filter_stability(model):
-    """``{layer name: fraction of stable per-element filters}`` of the dual-exp synapses."""
-    return {l.name: float(l.stability()) for l in model.layers if isinstance(l, DualExpIIR)}
+    """``{layer name: fraction of stable per-element filters}`` of the IIR synapses."""
+    return {l.name: float(l.stability()) for l in model.layers
+            if isinstance(l, (DualExpIIR, FirstOrderLowPass))}
+
+
+class FilterStability(keras.callbacks.Callback):
+    """Adds ``stable_<layer>`` (``filter_stability``) to each epoch's logs, hence to
+    ``history.csv`` and TensorBoard (pass it before the loggers: ``runs.fit`` does)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update({f"stable_{k}": v for k, v in filter_stability(self.model).items()})
 
 
 def train(config, arrays=None, callbacks=()):
@@ -128,12 +158,23 @@ def train(config, arrays=None, callbacks=()):
     start = time.perf_counter()
     model = runs.fit(run, lambda: build_model(c, steps),
                      epoch_maker(xtr, ytr, bs, c["seed"], drop), steps, c["epochs"], c["resume"],
-                     val_ds=val_ds, strategy=strategy, callbacks=[timer, *callbacks],
-                     tensorboard=c["tensorboard"], verbose=c["verbose"])
+                     val_ds=val_ds, strategy=strategy,
+                     callbacks=[timer, FilterStability(), *callbacks],
+                     tensorboard=c["tensorboard"], verbose=c["verbose"],
+                     best=None if val is None else ("val_accuracy", "max"))
     runs.atomic_save_model(model, run.model)
-    loss, acc = model.evaluate(eval_dataset(xte, yte, bs, drop), verbose=0)
+    test_ds = eval_dataset(xte, yte, bs, drop)
+    loss, acc = model.evaluate(test_ds, verbose=0)
+    best = run.best_epoch() if val is not None else None
+    chosen = {}
+    if best is not None:
+        with strategy.scope():
+            best_model = keras.models.load_model(run.best)
+        chosen = dict(best_epoch=best["epoch"], best_val_accuracy=best["value"],
+                      test_accuracy_last=float(acc), test_loss_last=float(loss))
+        loss, acc = best_model.evaluate(test_ds, verbose=0)
     results = dict(
-        test_accuracy=float(acc), test_loss=float(loss),
+        test_accuracy=float(acc), test_loss=float(loss), **chosen,
         test_examples=int(len(xte) // bs * bs if drop else len(xte)),
         train_examples=int(len(xtr)), epochs=c["epochs"], model=c["model"],
         dataset=c["dataset"], encoding=c["encoding"], state=c["state"],
