@@ -114,3 +114,5 @@ def test_best_dev_epoch_is_tested_and_stability_logged(tmp_path):
     assert r["test_loss"] == pytest.approx(float(best.evaluate(test, verbose=0)), rel=1e-6)
     assert np.isfinite(r["test_loss_last"])
     assert best.get_layer("synapse1").max_radius == 0.99
+    with pytest.raises(runs.ConfigError, match="--filter_radius"):  # the run's models hold it
+        am.train({**cfg, "epochs": 6, "resume": True, "filter_radius": 0}, patterns=pats)

@@ -43,7 +43,7 @@ DEFAULTS = dict(
     filter_radius=0.99, seed=0,
     eval_repeats=100, dev_repeats=100, run_dir="logs/associative_memory", resume=False,
     overwrite=False, tensorboard=True, verbose=1, png=True)
-IDENTITY_KEYS = ("delay", "tau_m", "tau_s")
+IDENTITY_KEYS = ("delay", "tau_m", "tau_s", "filter_radius")  # the model holds the constraint
 TEST_SEED_OFFSET, DEV_SEED_OFFSET = 1_000_003, 2_000_003
 
 

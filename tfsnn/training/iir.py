@@ -29,7 +29,8 @@ DEFAULTS = dict(
     max_train_examples=0,
     max_test_examples=0, seed=2, run_dir=None, resume=False, overwrite=False,
     strategy="default", tensorboard=True, verbose=1)
-IDENTITY_KEYS = ("model", "dataset", "encoding", "timesteps", "state", "tau_m", "tau_s")
+IDENTITY_KEYS = ("model", "dataset", "encoding", "timesteps", "state", "tau_m", "tau_s",
+                 "filter_radius")  # the saved model holds its constraint
 
 
 def resolve(config):
