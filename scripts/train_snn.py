@@ -20,7 +20,8 @@ table); an option the method does not use is an error. Outputs go to --run_dir (
 logs/snn_<method>_..., logs/iir_..., logs/proxy_..., logs/associative_memory): flags.json,
 checkpoint/ (every epoch; iir/associative_memory also best.keras, the best dev epoch, which
 their test figures use), model.keras, history.csv, tb/, results.json, plus method extras
-(hybrid: ann.keras, conversion.json; associative_memory: reconstructions.png). Run-dir plumbing is tfsnn.runs (shared with train_quant.py).
+(hybrid: ann.keras, conversion.json; associative_memory: reconstructions.png). Run-dir
+plumbing is tfsnn.runs (shared with train_quant.py).
 """
 from absl import app, flags
 

@@ -241,8 +241,7 @@ def test_import_tfsnn_registers_everything_a_saved_model_holds(tmp_path):
     """A fresh interpreter that only imports tfsnn loads IIR models and their loss."""
     import subprocess
     import sys
-    m = M.associative_memory_net(timesteps=6, channels=4, widths=(3, 2, 3),
-                                          filter_radius=0.95)
+    m = M.associative_memory_net(timesteps=6, channels=4, widths=(3, 2, 3), filter_radius=0.95)
     m.compile("adam", M.FilteredMSE())
     m.save(tmp_path / "m.keras")
     code = ("import sys, tfsnn, keras; m = keras.models.load_model(sys.argv[1]); "

@@ -119,12 +119,14 @@ def dual_exp_readout(x, tau_m=8.0, tau_s=2.0, normalize=True, initial_state=None
     return to_time_major(v0 * (ms - ss)), [ms[-1], ss[-1]]
 
 
-def check_radius(max_radius):
-    """``None`` or a float in (0, 1) (``ValueError`` otherwise)."""
+def check_radius(max_radius, initial_pole):
+    """``None`` or a float in ``[initial_pole, 1)`` (``ValueError`` otherwise)."""
     if max_radius is None:
         return None
     if not 0.0 < float(max_radius) < 1.0:
         raise ValueError(f"max_radius must be in (0, 1) or None, got {max_radius!r}")
+    if initial_pole > max_radius:
+        raise ValueError(f"max_radius={max_radius} is below the initial pole {initial_pole:.4f}")
     return float(max_radius)
 
 
@@ -221,11 +223,7 @@ class DualExpIIR(StatefulSequenceLayer):
             raise ValueError(f"need tau_m, tau_s > 0 and tau_m != tau_s, got {tau_m!r}, {tau_s!r}")
         self.tau_m, self.tau_s = float(tau_m), float(tau_s)
         self.train_coefficients = bool(train_coefficients)
-        self.max_radius = check_radius(max_radius)
-        if self.max_radius is not None and max(math.exp(-1 / tau_m), math.exp(-1 / tau_s)) > \
-                self.max_radius:
-            raise ValueError(f"max_radius={max_radius} is below the initial pole "
-                             f"exp(-1/{max(tau_m, tau_s)})")
+        self.max_radius = check_radius(max_radius, math.exp(-1.0 / max(tau_m, tau_s)))
 
     def state_shapes(self, input_shape):
         return [tuple(input_shape[2:])] * 2
@@ -269,9 +267,7 @@ class FirstOrderLowPass(StatefulSequenceLayer):
             raise ValueError(f"tau must be > 0, got {tau!r}")
         self.tau = float(tau)
         self.train_coefficients = bool(train_coefficients)
-        self.max_radius = check_radius(max_radius)
-        if self.max_radius is not None and math.exp(-1 / tau) > self.max_radius:
-            raise ValueError(f"max_radius={max_radius} is below the initial pole exp(-1/{tau})")
+        self.max_radius = check_radius(max_radius, math.exp(-1.0 / tau))
 
     def state_shapes(self, input_shape):
         return [tuple(input_shape[2:])]

@@ -26,9 +26,8 @@ DEFAULTS = dict(
     model="snn_mlp_1", dataset="fashion_mnist", encoding="copy", timesteps=25, state="zero",
     tau_m=4.0, tau_s=1.0, dropout=0.3, epochs=100, batch_size=64, learning_rate=1e-4,
     lr_milestones=(50, 100), lr_gamma=0.1, filter_radius=0.99, validation_examples=10000,
-    max_train_examples=0,
-    max_test_examples=0, seed=2, run_dir=None, resume=False, overwrite=False,
-    strategy="default", tensorboard=True, verbose=1)
+    max_train_examples=0, max_test_examples=0, seed=2, run_dir=None, resume=False,
+    overwrite=False, strategy="default", tensorboard=True, verbose=1)
 IDENTITY_KEYS = ("model", "dataset", "encoding", "timesteps", "state", "tau_m", "tau_s",
                  "filter_radius")  # the saved model holds its constraint
 
