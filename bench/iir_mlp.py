@@ -35,7 +35,7 @@ def main(_):
     import numpy as np
     import tensorflow as tf
 
-    from tfsnn import iir_models as M
+    from tfsnn.models import iir as M
 
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)

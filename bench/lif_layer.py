@@ -56,7 +56,7 @@ def _vm_kib(key):
 def build():
     import numpy as np
     import tensorflow as tf
-    from tfsnn.layers.neurons import spike_sequence
+    from tfsnn.layers.neurons.lif import spike_sequence
 
     B, T, F = FLAGS.batch, FLAGS.timesteps, FLAGS.features
     rng = np.random.default_rng(0)

@@ -34,7 +34,7 @@ flags.DEFINE_bool("use_int", True, "Integer mode.")
 def _random_lenet(k, x):
     import keras
     import numpy as np
-    from tfsnn.models import all_int_model
+    from tfsnn.models.all_int import all_int_model
     keras.utils.set_random_seed(0)
     m = all_int_model("all_int_lenet", k=k)
     rng = np.random.default_rng(0)
@@ -59,8 +59,8 @@ def main(argv):
     import keras
     import numpy as np
     import tensorflow as tf
-    from tfsnn import convert as cv, data
-    from tfsnn import simulate as sim
+    from tfsnn import conversion as cv, data
+    from tfsnn import simulation as sim
     import tfsnn.layers  # noqa: F401
 
     n = FLAGS.batch_size * FLAGS.batches

@@ -33,7 +33,7 @@ def main(argv):
         raise app.UsageError(f"--timesteps={FLAGS.timesteps}: must be >= 1")
     import keras
 
-    from tfsnn import convert, export
+    from tfsnn import conversion as convert, export
     out = Path(FLAGS.out_dir or Path(FLAGS.run_dir) / "export")
     ann = keras.models.load_model(model_path)
     try:

@@ -117,8 +117,9 @@ def main(argv):
     saved, run, dataset = validate()
     import keras
     import numpy as np
-    from tfsnn import callbacks, convert as cv, data, monitor, runs
-    from tfsnn import simulate as sim
+    from tfsnn import accounting, conversion as cv, data, runs
+    from tfsnn.viz import tensorboard as callbacks
+    from tfsnn import simulation as sim
     import tfsnn.layers  # noqa: F401  (registers the layers for load_model)
 
     model = keras.saving.load_model(run.model, compile=False)
@@ -154,7 +155,7 @@ def main(argv):
     out_dir = run.path / "snn"
     os.makedirs(out_dir, exist_ok=True)
     series = res.stat_series()
-    for name, text in monitor.stat_file_texts(series).items():
+    for name, text in accounting.stat_file_texts(series).items():
         runs.atomic_write_text(out_dir / name, text)
     runs.atomic_write_text(out_dir / "README.md", README)
     acc = res.accuracy_per_step

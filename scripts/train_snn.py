@@ -85,8 +85,9 @@ flags.DEFINE_bool("augment", None, "proxy: random 26x26 crop placed back with a 
                   "border (on).")
 flags.DEFINE_bool("rate_target", None, "proxy: train on spike-rate targets (off).")
 # associative_memory
-flags.DEFINE_string("data_path", None, "associative_memory: the patterns .npy (default: "
-                    "../shared/data/associative-memory/associative_target.npy or $TFSNN_DATA_DIR).")
+flags.DEFINE_string("data_path", None, "associative_memory: a patterns .npy (default: "
+                    "$TFSNN_DATA_DIR/associative-memory/associative_target.npy, then "
+                    "data/associative-memory/, then the copy bundled with tfsnn).")
 flags.DEFINE_integer("repeats", None, "associative_memory: corrupted copies per pattern per epoch (100).")
 flags.DEFINE_integer("delay", None, "associative_memory: target delay in steps (4).")
 flags.DEFINE_float("noise_p", None, "associative_memory: background noise spike probability (0.005).")

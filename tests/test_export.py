@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfsnn import convert, export, models, simulate
+from tfsnn import conversion as convert, export, simulation as simulate
+from tfsnn.models import all_int as models
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfsnn import convert as cv
-from tfsnn import monitor
-from tfsnn import simulate as sim
+from tfsnn import conversion as cv
+from tfsnn import accounting
+from tfsnn import simulation as sim
 
-from test_snn_common import ann_activations, calibrated_lenet, mnist_test, run_layers
+from snn_common import ann_activations, calibrated_lenet, mnist_test, run_layers
 
 N_IMG = 100
 STEPS = {0: 20, 1: 36}
@@ -66,8 +66,8 @@ def test_stat_identities(lenet_run, tmp_path):
     acts, _ = ann_activations(lenet_run["m"], lenet_run["x"])
     assert ser["spike_collect.txt"][:, -1].sum() == sum(int(round(a.astype(np.float64).sum() * 2 ** k)) for a in acts[1:])
     assert ser["accuracy.txt"][:, -1].sum() == round(res.accuracy * res.n_images)
-    texts = monitor.stat_file_texts(ser)
-    assert sorted(texts) == sorted(monitor.STAT_FILES)
+    texts = accounting.stat_file_texts(ser)
+    assert sorted(texts) == sorted(accounting.STAT_FILES)
     for name, text in texts.items():
         lines = text.split()
         assert len(lines) == len(res.batch_sizes) * res.timesteps

@@ -1,7 +1,14 @@
 """tfsnn: integer spiking neural networks on TensorFlow / Keras 3.
 
-Train a ternary-weight, k-level-activation ANN (``tfsnn.layers``, ``tfsnn.models``),
-convert it to an all-integer SNN and count its spikes and synaptic operations.
+Train a ternary-weight, k-level-activation ANN (``tfsnn.models``, ``tfsnn.layers``), convert it
+to an all-integer SNN (``tfsnn.convert``), simulate it counting every spike and synaptic operation
+(``tfsnn.simulate`` -> ``tfsnn.SimResult``) and export it (``tfsnn.export_snn``). Directly trained
+SNNs: ``tfsnn.models`` (by name), ``tfsnn.layers.neurons``, the procedures in ``tfsnn.training``.
+
+Package map: ``quantizers``, ``surrogates`` (math, no layers); ``layers`` (quant, encoders,
+neurons/, filters, sequence, readouts); ``models`` (registry); ``conversion``; ``simulation``;
+``accounting``; ``data`` (registry, loaders); ``training``; ``export``; ``runs``; ``viz``;
+``interop`` (optional bridges).
 """
 import os as _os
 
@@ -20,8 +27,15 @@ if _keras.backend.backend() != "tensorflow":  # e.g. set in ~/.keras/keras.json
 
 # Everything a saved model can hold is registered on import, so that after ``import tfsnn``
 # ``keras.models.load_model`` reads any tfsnn model (layers, losses, surrogates, quantizers).
-from tfsnn import quantizers  # noqa: E402,F401
-from tfsnn import iir_models, layers  # noqa: E402,F401
-from tfsnn.training import spike_bp as _spike_bp  # noqa: E402,F401  (SumSquaredError)
+from tfsnn import data, layers, losses, metrics, models, quantizers, surrogates  # noqa: E402
+from tfsnn.conversion import convert  # noqa: E402
+from tfsnn.export import export_ann, export_snn  # noqa: E402
+from tfsnn.simulation import SimResult, simulate  # noqa: E402
 
 __version__ = "0.1.0"
+__all__ = [
+    # the integer-SNN pipeline
+    "convert", "simulate", "SimResult", "export_snn", "export_ann",
+    # building blocks
+    "layers", "models", "quantizers", "surrogates", "losses", "metrics", "data",
+]

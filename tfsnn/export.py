@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tfsnn.convert import split_snn
-from tfsnn.simulate import make_batch_fn
+from tfsnn.conversion import split_snn
+from tfsnn.simulation import make_batch_fn
 
 
 def _image_spec(model):

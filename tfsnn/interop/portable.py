@@ -40,7 +40,7 @@ def from_tfsnn(model):
 
 def to_tfsnn(arrays, meta):
     """A tfsnn Keras 3 ALL_INT model holding the portable arrays (quantized, per ``meta``)."""
-    from tfsnn import models
+    from tfsnn.models import all_int as models
     model = models.all_int_model(meta["model"], k=meta["k"], ternary=meta["use_ternary"])
     used = set()
     for layer in model.layers:

@@ -26,7 +26,7 @@ import tensorflow as tf  # noqa: E402
 
 from tfsnn import quantizers as q  # noqa: E402
 from tfsnn.interop import portable  # noqa: E402
-from tfsnn.models import ALL_INT_ARCHS  # noqa: E402
+from tfsnn.models.all_int import ALL_INT_ARCHS  # noqa: E402
 
 if tf.keras is not tf_keras and getattr(tf.keras, "__name__", "").startswith("keras."):
     raise ImportError("tf.keras resolves to Keras 3. " + _HOW)

@@ -1,7 +1,17 @@
-"""Keras layers of tfsnn (all registered under the ``tfsnn`` package name)."""
+"""Keras layers of tfsnn (all registered under the ``tfsnn`` package name).
+
+* ``quant``: quantization-aware ``QuantConv2D`` / ``QuantDense`` / ``QuantActivation``.
+* ``encoders``: images -> sequences ``[B, T, ...]`` (direct, Poisson, signed Poisson).
+* ``neurons``: every neuron model (``lif``, ``integer``, ``iir``, ``proxy``).
+* ``filters``: IIR synapse filters (dual exponential, first-order low-pass, readout filter).
+* ``sequence``: per-frame layers on sequences (``TimeFolded``) and ``TimeConstantDropout``.
+* ``readouts``: sequences -> logits (``SumReadout``, ``LeakyMeanReadout``).
+"""
 from tfsnn.layers.encoders import DirectEncoder, PoissonEncoder, SignedPoissonEncoder  # noqa: F401
-from tfsnn.layers.neurons import (IF, LIF, LeakyMeanReadout, LeeNeuron, RathiNeuron,  # noqa: F401
-                                  SumReadout, TimeConstantDropout, TimeFolded)
+from tfsnn.layers.filters import DualExpIIR, DualExpReadoutFilter, FirstOrderLowPass  # noqa: F401
+from tfsnn.layers.neurons import (IF, LIF, DynamicThresholdNeuron, IIRSpikingConv2D,  # noqa: F401
+                                  IIRSpikingDense, LeeNeuron, OutputAccumulator, ProxyBatchNorm,
+                                  PSPMaxPool2D, RathiNeuron, SpikeEncoder, SpikingConv2D)
 from tfsnn.layers.quant import QuantActivation, QuantConv2D, QuantDense  # noqa: F401
-from tfsnn.layers.spiking import (DynamicThresholdNeuron, OutputAccumulator,  # noqa: F401
-                                  SpikeEncoder, SpikingConv2D)
+from tfsnn.layers.readouts import LeakyMeanReadout, SumReadout  # noqa: F401
+from tfsnn.layers.sequence import TimeConstantDropout, TimeFolded  # noqa: F401

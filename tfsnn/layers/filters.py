@@ -34,6 +34,7 @@ import math
 import keras
 import tensorflow as tf
 
+from tfsnn.timeaxis import time_scan, to_time_major
 STATES = ("zero", "carry")
 
 
@@ -47,34 +48,6 @@ def dual_exp_peak_gain(tau_m, tau_s):
     """``V0 = eta^(eta/(eta-1)) / (eta-1)``, ``eta = tau_m/tau_s`` (2.116535 for (4,1), (8,2))."""
     eta = tau_m / tau_s
     return eta ** (eta / (eta - 1.0)) / (eta - 1.0)
-
-
-def _perm(rank):
-    return [1, 0] + list(range(2, rank))
-
-
-def to_time_major(x):
-    """``[B, T, ...] <-> [T, B, ...]`` (the permutation is its own inverse)."""
-    return tf.transpose(x, _perm(x.shape.rank))
-
-
-UNROLL_MAX = 32
-
-
-def time_scan(fn, elems, initializer):
-    """``tf.scan(fn, elems, initializer)`` over axis 0 (time-major), Python-unrolled when the
-    number of steps is static and <= ``UNROLL_MAX`` (no while-loop overhead per step), else a
-    ``tf.scan``. Same results either way; ``initializer`` may be a tensor or a tuple."""
-    n = elems.shape[0]
-    if n is None or n > UNROLL_MAX:
-        return tf.scan(fn, elems, initializer=initializer)
-    carry, outs = initializer, []
-    for e in tf.unstack(elems):  # (slicing elems[t] would give O(T^2) gradient traffic)
-        carry = fn(carry, e)
-        outs.append(carry)
-    if isinstance(initializer, (tuple, list)):
-        return tuple(tf.stack([o[i] for o in outs]) for i in range(len(initializer)))
-    return tf.stack(outs)
 
 
 def iir2(x, alpha_1, alpha_2, beta_1, initial_state=None):

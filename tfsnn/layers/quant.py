@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 
 from tfsnn import quantizers as q
+from tfsnn.geometry import conv_output_length, pair
 
 # Initializers of the original TensorLayer code (spec §1.2-1.3).
 CONV_INIT = {"class_name": "TruncatedNormal", "config": {"stddev": 0.02}}
@@ -43,8 +44,8 @@ class QuantConv2D(_QuantKernel):
                  kernel_quantizer=None, kernel_initializer=CONV_INIT, **kwargs):
         super().__init__(kernel_quantizer, kernel_initializer, **kwargs)
         self.filters = int(filters)
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.strides = _pair(strides, "strides")
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.strides = pair(strides, "strides")
         if str(padding).lower() not in ("valid", "same"):
             raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
         self.padding = str(padding).lower()
@@ -60,7 +61,7 @@ class QuantConv2D(_QuantKernel):
 
     def compute_output_shape(self, input_shape):
         b, h, w, _ = input_shape
-        return (b, *(_conv_len(n, k, s, self.padding) for n, k, s in
+        return (b, *(conv_output_length(n, k, s, self.padding) for n, k, s in
                      zip((h, w), self.kernel_size, self.strides)), self.filters)
 
     def get_config(self):
@@ -124,15 +125,3 @@ class QuantActivation(keras.layers.Layer):
                 "momentum": self.momentum, "epsilon": self.epsilon,
                 "gamma_stddev": self.gamma_stddev}
 
-
-def _pair(v, name):
-    t = (int(v), int(v)) if isinstance(v, int) else tuple(int(i) for i in v)
-    if len(t) != 2 or min(t) < 1:
-        raise ValueError(f"{name} must be a positive int or a pair of them, got {v!r}")
-    return t
-
-
-def _conv_len(n, k, s, padding):
-    if n is None:
-        return None
-    return -(-n // s) if padding == "same" else (n - k) // s + 1

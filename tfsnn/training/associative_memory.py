@@ -31,9 +31,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfsnn import iir_models, runs
+from tfsnn import runs
+from tfsnn.data import bundled
+from tfsnn.losses import FilteredMSE
+from tfsnn.models import iir as iir_models
 from tfsnn.training.iir import (FilterStability, check_filter_radius, filter_radius,
-                                filter_stability, multistep_lr, parse_milestones)
+                                filter_stability, parse_milestones)
+from tfsnn.training.schedules import multistep_lr
 
 DATA_FILE = "associative_target.npy"
 DEFAULTS = dict(
@@ -48,18 +52,18 @@ TEST_SEED_OFFSET, DEV_SEED_OFFSET = 1_000_003, 2_000_003
 
 
 def data_candidates():
-    """Where ``associative_target.npy`` is looked for, in order."""
+    """Where a user copy of ``associative_target.npy`` is looked for, in order (before the copy
+    bundled with tfsnn, ``tfsnn.data.bundled``)."""
     c = []
     if os.environ.get("TFSNN_DATA_DIR"):
         c.append(Path(os.environ["TFSNN_DATA_DIR"]) / "associative-memory" / DATA_FILE)
-    c += [Path("data/associative-memory") / DATA_FILE,
-          Path("../shared/data/associative-memory") / DATA_FILE,
-          Path(__file__).resolve().parents[3] / "shared/data/associative-memory" / DATA_FILE]
+    c.append(Path("data/associative-memory") / DATA_FILE)
     return c
 
 
 def load_patterns(path=None):
-    """The patterns, float32 ``[10, 300 channels, 300 steps]`` in {0, 1}."""
+    """The patterns, float32 ``[10, 300 channels, 300 steps]`` in {0, 1}: from ``path`` if given,
+    else the first of ``data_candidates()`` that exists, else the copy bundled with tfsnn."""
     cands = [Path(path)] if path else data_candidates()
     for p in cands:
         if p.is_file():
@@ -67,8 +71,9 @@ def load_patterns(path=None):
             if a.ndim != 3 or not np.isin(a, (0.0, 1.0)).all():
                 raise ValueError(f"{p}: expected binary [patterns, channels, steps], got {a.shape}")
             return a
-    raise FileNotFoundError(f"{DATA_FILE} not found; looked in: " + ", ".join(map(str, cands))
-                            + ". Pass --data_path or set $TFSNN_DATA_DIR.")
+    if not path:
+        return bundled.associative_memory_patterns()
+    raise FileNotFoundError(f"associative-memory patterns not found: {path}")
 
 
 def delayed(pattern, delay):
@@ -132,7 +137,7 @@ def epoch_maker(patterns, c, seed, repeats, shuffle=True):
 def silent_loss(patterns, c):
     """Filtered MSE of an all-silent output against the delayed targets (0.14215 for the data)."""
     y = np.stack([delayed(p, c["delay"]).T for p in patterns])
-    loss = iir_models.FilteredMSE(c["tau_m"], c["tau_s"])
+    loss = FilteredMSE(c["tau_m"], c["tau_s"])
     return float(loss(y, np.zeros_like(y)))
 
 
@@ -143,7 +148,7 @@ def build_model(c, steps_per_epoch, patterns):
     lr = multistep_lr(c["learning_rate"], c["lr_milestones"], c["lr_gamma"], steps_per_epoch)
     model.compile(optimizer=keras.optimizers.AdamW(lr, weight_decay=c["weight_decay"],
                                                    epsilon=1e-8),
-                  loss=iir_models.FilteredMSE(c["tau_m"], c["tau_s"]))
+                  loss=FilteredMSE(c["tau_m"], c["tau_s"]))
     return model
 
 
@@ -203,7 +208,7 @@ def write_reconstructions(model, patterns, c, path):
     x, y = np.stack([i[0] for i in items]), np.stack([i[1] for i in items])
     out = model.predict(x, batch_size=c["batch_size"], verbose=0)
     save_reconstructions(path, x, out, y)
-    loss = iir_models.FilteredMSE(c["tau_m"], c["tau_s"], reduction=None)
+    loss = FilteredMSE(c["tau_m"], c["tau_s"], reduction=None)
     return [float(v) for v in loss(y, out)]
 
 

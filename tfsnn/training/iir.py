@@ -19,8 +19,10 @@ import time
 import keras
 import tensorflow as tf
 
-from tfsnn import data, iir_models, runs
+from tfsnn import data, runs
+from tfsnn.models import iir as iir_models
 from tfsnn.layers.filters import DualExpIIR, FirstOrderLowPass
+from tfsnn.training.schedules import multistep_lr
 
 DEFAULTS = dict(
     model="snn_mlp_1", dataset="fashion_mnist", encoding="copy", timesteps=25, state="zero",
@@ -77,17 +79,6 @@ def parse_milestones(v, need, flag="lr_milestones"):
     need(ms is not None and ms == sorted(ms) and all(m >= 1 for m in ms), flag,
          "must be increasing epoch numbers >= 1, e.g. 50,100")
     return ms
-
-
-def multistep_lr(lr, milestones, gamma, steps_per_epoch):
-    """PyTorch MultiStepLR (stepped per epoch) as a per-step piecewise-constant schedule: epoch
-    ``e`` (0-based, optimizer steps ``e*S .. e*S+S-1``) uses ``lr * gamma^#{m <= e}``."""
-    if not milestones:
-        return lr
-    # Keras keeps values[i] while step <= boundaries[i]
-    return keras.optimizers.schedules.PiecewiseConstantDecay(
-        [int(m * steps_per_epoch) - 1 for m in milestones],
-        [lr * gamma ** i for i in range(len(milestones) + 1)])
 
 
 def to_float(images):

@@ -18,7 +18,8 @@ import time
 import keras
 import tensorflow as tf
 
-from tfsnn import data, iir_models, runs
+from tfsnn import data, runs
+from tfsnn.models.proxy import proxy_fashion_mnist
 from tfsnn.training.iir import eval_dataset, to_float
 
 DEFAULTS = dict(
@@ -85,7 +86,7 @@ def epoch_maker(x, y, c):
 
 
 def build_model(c):
-    model = iir_models.proxy_fashion_mnist(
+    model = proxy_fashion_mnist(
         width=c["width"], timesteps=c["timesteps"], threshold=c["threshold"],
         weight_decay=c["weight_decay"], rate_target=c["rate_target"])
     model.compile(optimizer=keras.optimizers.Adam(c["learning_rate"], beta_1=c["beta_1"],

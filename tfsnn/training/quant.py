@@ -8,8 +8,10 @@ import time
 import keras
 import numpy as np
 
-from tfsnn import data, models, runs
-from tfsnn.callbacks import SpikeActivity, all_int_probes
+from tfsnn import data, runs
+from tfsnn.models import all_int as models
+from tfsnn.accounting import all_int_probes
+from tfsnn.viz.tensorboard import SpikeActivity
 
 DEFAULTS = dict(
     k=0, mode="training", use_ternary=True, dataset="fashion_mnist", full_precision=False,

@@ -17,8 +17,11 @@ import time
 import keras
 import tensorflow as tf
 
-from tfsnn import data, runs, snn_models
+from tfsnn import data, runs
+from tfsnn.models import spiking as snn_models
+from tfsnn.conversion import balancing
 from tfsnn.training import hybrid, spike_bp
+from tfsnn.training.schedules import step_decay
 
 METHODS = ("spike_bp", "hybrid")
 DEFAULTS = dict(
@@ -122,7 +125,7 @@ def train_ann(c, run, train, num_classes, shape, strategy_steps):
         return keras.models.load_model(path)
     ann = snn_models.ann(c["model"], num_classes, shape, fc_widths=c["fc_widths"])
     hybrid.add_coupled_weight_decay(ann, c["weight_decay"])
-    lr = hybrid.step_decay(c["ann_learning_rate"], max(c["ann_epochs"], 1), strategy_steps)
+    lr = step_decay(c["ann_learning_rate"], max(c["ann_epochs"], 1), strategy_steps)
     ann.compile(optimizer=keras.optimizers.SGD(lr, momentum=0.9),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=["accuracy"], jit_compile=False)
@@ -141,15 +144,15 @@ def build(c, run, train, test, steps):
     shape = data.DATASETS[c["dataset"]]["shape"]
     snn = make_snn(c, num_classes, shape)
     if c["method"] == "spike_bp":
-        sched = hybrid.step_decay(c["learning_rate"], c["epochs"], steps, reduce=5.0,
+        sched = step_decay(c["learning_rate"], c["epochs"], steps, reduce=5.0,
                                   at=(0.47, 0.67, 0.83))
         return spike_bp.compile_spike_bp(snn, sched, c["weight_decay"])
     ann = train_ann(c, run, train, num_classes, shape, steps)
     images = preprocess(c["dataset"], train[0][:c["balance_examples"]], False)
-    found = hybrid.convert(ann, snn, images=images, scale=c["scaling_factor"],
+    found = balancing.convert(ann, snn, images=images, scale=c["scaling_factor"],
                            timesteps=c["balance_timesteps"] or c["timesteps"],
                            batch_size=c["batch_size"], seed=(c["seed"], 7))
-    sched = hybrid.step_decay(c["learning_rate"], c["epochs"], steps)
+    sched = step_decay(c["learning_rate"], c["epochs"], steps)
     hybrid.compile_for_fine_tuning(snn, sched, c["weight_decay"])
     ann_acc = ann.evaluate(eval_ds(c["dataset"], *test, c["batch_size"]), verbose=0)[1]
     snn_acc = snn.evaluate(eval_ds(c["dataset"], *test, c["batch_size"]), verbose=0)[1]

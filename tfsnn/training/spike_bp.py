@@ -6,27 +6,11 @@ original's loss and optimiser:
 
 * loss ``sum_batch sum_class (out - onehot)^2`` (``SumSquaredError``; no 1/2, no mean);
 * SGD without momentum (the original parses a momentum flag but never uses it), weight decay
-  5e-4 (coupled and decoupled coincide for plain SGD), lr x0.2 at fixed epochs (``tfsnn.training.hybrid.step_decay``).
+  5e-4 (coupled and decoupled coincide for plain SGD), lr x0.2 at fixed epochs (``tfsnn.training.schedules.step_decay``).
 """
 import keras
-import tensorflow as tf
 
-
-@keras.saving.register_keras_serializable(package="tfsnn")
-class SumSquaredError(keras.losses.Loss):
-    """``sum_batch sum_class (y_pred - onehot(y_true))^2`` for sparse integer labels."""
-
-    def __init__(self, name="sum_squared_error", **kwargs):
-        kwargs.pop("reduction", None)
-        super().__init__(name=name, reduction="sum", **kwargs)
-
-    def call(self, y_true, y_pred):
-        onehot = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), tf.shape(y_pred)[-1],
-                            dtype=y_pred.dtype)
-        return tf.reduce_sum(tf.square(y_pred - onehot), axis=-1)
-
-    def get_config(self):
-        return {"name": self.name}
+from tfsnn.losses import SumSquaredError
 
 
 def compile_spike_bp(snn, learning_rate=0.0033, weight_decay=5e-4, momentum=0.0,

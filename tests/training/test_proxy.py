@@ -1,0 +1,181 @@
+"""Proxy learning: IF staircase, proxy gradient, weight sharing, separate / frozen BN statistics,
+metrics (spec iir_and_proxy.md Part B, §C.3; invariants D.2.1-D.2.7)."""
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfsnn.models import iir as M
+from tfsnn import runs
+from tfsnn.layers.neurons import iir
+from tfsnn.training import proxy
+
+
+def test_if_count_staircase():
+    currents = np.array([0.3, 0.5, 0.7, 1.5, 1.9, 2.0, 3.0, 0.0, -0.5, -3.0], np.float32)
+    s = iir.if_spikes(np.broadcast_to(currents, (1, 15, 10)), threshold=2.0).numpy()
+    counts = s.sum(1)[0]
+    np.testing.assert_array_equal(counts, [2, 3, 5, 7, 7, 15, 15, 0, 0, 0])
+    for i, c in zip(currents[:7], counts[:7]):
+        assert c == 15 // math.ceil(2.0 / i)
+    # v = theta exactly fires (0.5 * 4 = 2.0) and v is exactly 0 after a spike
+    np.testing.assert_array_equal(s[0, :8, 1], [0, 0, 0, 1, 0, 0, 0, 1])
+
+
+def small_net(seed=0, threshold=0.5, width=4, **kw):
+    keras.utils.set_random_seed(seed)
+    return M.ProxyNet(width=width, timesteps=6, threshold=threshold, **kw)
+
+
+def batch(seed=1, n=6):
+    rng = np.random.default_rng(seed)
+    return (tf.constant(rng.random((n, 28, 28, 1)), tf.float32),
+            tf.constant(rng.integers(0, 10, n)))
+
+
+def test_forward_value_is_the_snn_counts():
+    m = small_net()
+    x, _ = batch()
+    c = m.snn(x, True)
+    o = m(x, training=True)
+    np.testing.assert_array_equal(o.numpy(), c.numpy())
+    assert c.numpy().sum() > 0 and c.numpy().max() <= 6
+    np.testing.assert_array_equal(m(x).numpy(), m.snn(x, False).numpy())
+
+
+def test_train_step_gradient_is_the_ann_backward_at_the_snn_output():
+    m = small_net(weight_decay=1e-3)
+    m.compile(optimizer=keras.optimizers.SGD(1.0))
+    x, y = batch()
+    m.bn_update.assign(0.0)  # frozen statistics: forward passes do not change them
+    before = [v.numpy().copy() for v in m.trainable_variables]
+    c = m.snn(x, False)
+    y1 = tf.one_hot(y, 10)
+    with tf.GradientTape() as tape:
+        a = m.ann(x, False)
+    g_ref = tape.gradient(a, m.trainable_variables, output_gradients=2 * (c - y1) / (6 * 10))
+    m.train_step((x, y))
+    for v, b, g in zip(m.trainable_variables, before, g_ref):
+        np.testing.assert_allclose(v.numpy(), b - (g.numpy() + 1e-3 * b), rtol=1e-5, atol=1e-7)
+    # with c == a the proxy gradient is the plain ANN gradient of mean((a - Y)^2)
+    with tf.GradientTape(persistent=True) as tape:
+        a = m.ann(x, False)
+        lp = m.proxy_loss(y, a + tf.stop_gradient(a - a))
+        la = tf.reduce_mean(tf.square(a - y1))
+    for g1, g2 in zip(tape.gradient(lp, m.trainable_variables),
+                      tape.gradient(la, m.trainable_variables)):
+        np.testing.assert_allclose(g1.numpy(), g2.numpy(), rtol=1e-6)
+
+
+def test_no_gradient_into_the_snn_and_shared_variables():
+    m = small_net()
+    x, _ = batch()
+    with tf.GradientTape() as tape:
+        c = m.snn(x, True)
+    assert all(g is None for g in tape.gradient(c, m.trainable_variables))
+    with tf.GradientTape() as t_snn:
+        m.snn(x, False)
+    with tf.GradientTape() as t_ann:
+        m.ann(x, False)
+    snn_vars = [v for v in t_snn.watched_variables() if v.trainable]
+    ann_vars = [v for v in t_ann.watched_variables() if v.trainable]
+    assert len(snn_vars) == len(ann_vars) == 3 + 6 + 4  # kernels, gamma/beta x3, FC kernels
+    assert {id(v) for v in snn_vars} == {id(v) for v in ann_vars}  # the same objects
+    assert len(m.trainable_variables) == 13
+
+
+def test_bn_statistics_separate_then_frozen():
+    m = small_net()
+    m.compile(optimizer=keras.optimizers.Adam(1e-2))
+    x, y = batch()
+    m.train_step((x, y))  # epoch 0: both branches in training mode
+    # the static conv's BN sees the same pre-activation in both branches; the others differ
+    np.testing.assert_allclose(m.bns[0].ann_mean.numpy(), m.bns[0].snn_mean.numpy(), rtol=1e-6)
+    for bn in m.bns[1:]:
+        assert not np.allclose(bn.ann_mean.numpy(), bn.snn_mean.numpy())
+        assert not np.allclose(bn.snn_mean.numpy(), 0.0)
+    m.bn_update.assign(0.0)  # from epoch 1 on
+    stats = [v.numpy().copy() for bn in m.bns for v in (bn.ann_mean, bn.ann_var, bn.snn_mean,
+                                                        bn.snn_var)]
+    gammas = [bn.gamma.numpy().copy() for bn in m.bns]
+    m.train_step(batch(2))
+    after = [v.numpy() for bn in m.bns for v in (bn.ann_mean, bn.ann_var, bn.snn_mean,
+                                                 bn.snn_var)]
+    for s0, s1 in zip(stats, after):
+        np.testing.assert_array_equal(s0, s1)
+    assert any(not np.array_equal(g, bn.gamma.numpy()) for g, bn in zip(gammas, m.bns))
+
+
+def test_time_axis_bn_equals_per_step_updates():
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.normal(2.0, 3.0, (5, 4, 3, 3, 2)), tf.float32)
+    a, b = iir.ProxyBatchNorm(), iir.ProxyBatchNorm()
+    ya = a(x, branch="snn", batch_stats=True, time_axis=True)
+    yb = tf.stack([b(x[:, t], branch="snn", batch_stats=True) for t in range(4)], 1)
+    np.testing.assert_allclose(ya.numpy(), yb.numpy(), atol=1e-5)
+    np.testing.assert_allclose(a.snn_mean.numpy(), b.snn_mean.numpy(), atol=1e-6)
+    np.testing.assert_allclose(a.snn_var.numpy(), b.snn_var.numpy(), atol=1e-5)
+    np.testing.assert_array_equal(a.ann_mean.numpy(), [0, 0])
+    # one PyTorch update: momentum 0.1, unbiased variance
+    c = iir.ProxyBatchNorm()
+    x0 = x[:, 0]
+    c(x0, branch="ann", batch_stats=True)
+    flat = x0.numpy().reshape(-1, 2)
+    np.testing.assert_allclose(c.ann_mean.numpy(), 0.1 * flat.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(c.ann_var.numpy(), 0.9 + 0.1 * flat.var(0, ddof=1), rtol=1e-5)
+
+
+def test_max_pool_of_spikes_is_or():
+    s = tf.constant(np.random.default_rng(4).random((3, 8, 8, 2)) < 0.2, tf.float32)
+    pooled = tf.nn.max_pool2d(s, 2, 2, "VALID").numpy()
+    ref = s.numpy().reshape(3, 4, 2, 4, 2, 2).any(axis=(2, 4))
+    np.testing.assert_array_equal(pooled, ref.astype(np.float32))
+
+
+def test_strict_argmax_and_lenient_metrics_on_ties():
+    counts = tf.constant([[0, 0, 0], [2, 2, 0], [0, 3, 1], [1, 0, 1], [0, 1, 1]], tf.float32)
+    labels = tf.constant([0, 0, 1, 2, 2])
+    np.testing.assert_array_equal(M.strict_accuracy(labels, counts).numpy(), [0, 0, 1, 0, 0])
+    np.testing.assert_array_equal(M.argmax_accuracy(labels, counts).numpy(), [1, 1, 1, 0, 0])
+    np.testing.assert_array_equal(M.lenient_accuracy(labels, counts).numpy(), [1, 1, 1, 1, 1])
+    np.testing.assert_array_equal(M.strict_accuracy(tf.one_hot(labels, 3), counts).numpy(),
+                                  [0, 0, 1, 0, 0])
+
+
+def test_parameter_count_and_round_trip(tmp_path):
+    assert sum(int(np.prod(v.shape)) for v in M.proxy_fashion_mnist().trainable_variables) \
+        == 19_599_744
+    m = small_net()
+    m.compile(optimizer=keras.optimizers.Adam(1e-3))
+    x, y = batch()
+    m.train_step((x, y))
+    m.bn_update.assign(0.0)
+    m.save(tmp_path / "p.keras")
+    back = keras.models.load_model(tmp_path / "p.keras")
+    np.testing.assert_array_equal(back(x).numpy(), m(x).numpy())
+    assert float(back.bn_update) == 0.0
+    np.testing.assert_array_equal(back.bns[1].snn_var.numpy(), m.bns[1].snn_var.numpy())
+
+
+def test_flags_and_tiny_training(tmp_path):
+    with pytest.raises(runs.ConfigError, match="--width"):
+        proxy.resolve({"width": 0})
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, (24, 28, 28, 1)).astype(np.uint8)
+    y = rng.integers(0, 10, 24)
+    cfg = dict(width=2, timesteps=3, epochs=2, batch_size=8, run_dir=str(tmp_path / "p"),
+               verbose=0, tensorboard=False)
+    r = proxy.train(cfg, arrays=((x[:16], y[:16]), (x[16:], y[16:])))
+    assert r["epochs"] == 2 and len(r["epoch_curve"]["val_strict_accuracy"]) == 2
+    assert r["test_strict_accuracy"] <= r["test_argmax_accuracy"] <= r["test_lenient_accuracy"]
+    back = keras.models.load_model(tmp_path / "p" / "model.keras")
+    assert float(back.bn_update) == 0.0  # frozen after the first epoch
+
+
+def test_augment_crop_pad():
+    img = tf.ones((2, 28, 28, 1))
+    out = proxy.augment(img, tf.constant([[1, 2], [3, 4]], tf.int64)).numpy()
+    assert out.shape == (2, 28, 28, 1)
+    assert out[:, 0].sum() == 0 and out[:, :, 0].sum() == 0 and out[:, 1:27, 1:27].min() == 1

@@ -1,0 +1,99 @@
+"""train_snn runs (spike_bp, hybrid) on tiny synthetic data: run dir, resume, flag errors."""
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from tfsnn import runs
+from tfsnn.training import snn
+
+from conftest import REPO
+
+
+def arrays(n=48, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n).astype(np.int64)
+    x = np.zeros((n, 28, 28, 1), np.uint8)
+    x[y == 0, :14] = 200  # class 0: bright top half, class 1: bright bottom half
+    x[y == 1, 14:] = 200
+    x = np.clip(x + rng.integers(0, 40, x.shape), 0, 255).astype(np.uint8)
+    return (x[:32], y[:32]), None, (x[32:], y[32:])
+
+
+def test_spike_bp_run_and_exact_resume(tmp_path):
+    cfg = dict(method="spike_bp", timesteps=6, epochs=1, batch_size=16, fc_widths=[32],
+               run_dir=str(tmp_path / "run"), verbose=0, tensorboard=False)
+    r1 = snn.train(cfg, arrays())
+    run = runs.RunDir(tmp_path / "run")
+    assert run.epochs_done() == 1 and run.model.is_file()
+    assert json.loads(run.results.read_text())["model"] == "spike_bp_lenet"
+    r2 = snn.train({**cfg, "epochs": 2, "resume": True}, arrays())
+    assert run.epochs_done() == 2 and r2["epochs"] == 2
+    assert len(run.history.read_text().strip().splitlines()) == 3  # header + 2 epochs
+    m = keras.models.load_model(run.model)
+    assert m.get_layer("spike1").ng_correction and np.isfinite(r1["test_loss"])
+    with pytest.raises(runs.ConfigError, match="--timesteps"):
+        snn.train({**cfg, "timesteps": 8, "epochs": 3, "resume": True}, arrays())
+
+
+@pytest.mark.slow  # ~40 s on 2 busy cores (ANN fit, balancing, fine-tuning traces)
+def test_hybrid_run_writes_conversion(tmp_path):
+    cfg = dict(method="hybrid", model="vgg5", timesteps=8, epochs=1, batch_size=16,
+               fc_widths=[16, 16], ann_epochs=1, balance_examples=4, balance_timesteps=30,
+               run_dir=str(tmp_path),
+               verbose=0, tensorboard=False)
+    res = snn.train(cfg, arrays())
+    conv = json.loads((tmp_path / "conversion.json").read_text())
+    assert len(conv["thresholds_unscaled"]) == 5 and conv["scaling_factor"] == 0.7
+    assert (tmp_path / "ann.keras").is_file() and 0 <= res["test_accuracy"] <= 1
+    assert res["converted_test_accuracy"] == conv["converted_test_accuracy"]
+    assert "converted before fine-tuning" in snn.summary_line(snn.resolve(cfg), res)
+
+
+def test_flag_errors_name_the_flag(tmp_path):
+    for bad, flag in [(dict(method="stdp"), "--method"), (dict(model="vgg8"), "--model"),
+                      (dict(timesteps=0), "--timesteps"), (dict(leak=1.5), "--leak"),
+                      (dict(surrogate="relu"), "--surrogate"), (dict(dataset="svhn"), "--dataset"),
+                      (dict(method="hybrid", model="resnet11"), "--model")]:
+        with pytest.raises(runs.ConfigError, match=flag):
+            snn.resolve(bad)
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "train_snn.py"),
+                          "--timesteps=0", f"--run_dir={tmp_path}"], capture_output=True,
+                         text=True, cwd=REPO)
+    assert out.returncode != 0 and "--timesteps=0" in out.stderr
+    assert not (tmp_path / "checkpoint").exists()
+
+
+def _script_module(monkeypatch):
+    import importlib.util
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))  # for scripts/run_flags.py
+    spec = importlib.util.spec_from_file_location("train_snn_script", REPO / "scripts" / "train_snn.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_script_has_a_flag_for_every_option_of_every_method(monkeypatch):
+    script = _script_module(monkeypatch)
+    for method in script.METHODS:
+        module = script.method_module(method)
+        missing = set(module.DEFAULTS) - set(script.SCRIPT_FLAGS) - {"verbose"}
+        assert not missing, (method, missing)
+    from tfsnn import runs
+    assert tuple(script.run_flags.STRATEGIES) == tuple(runs.STRATEGIES)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--method", "iir", "--ann_epochs", "3"], "--ann_epochs does not apply to --method iir"),
+    (["--method", "proxy", "--epochs", "0"], "--epochs=0: must be an integer >= 1"),
+    (["--method", "associative_memory", "--noise_p", "2"], "--noise_p=2.0: must be a probability"),
+])
+def test_cli_rejects_bad_flags(tmp_path, args, needle):
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "train_snn.py"), *args,
+                          "--run_dir", str(tmp_path / "r")], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode != 0 and needle in out.stderr, out.stderr[-2000:]
+    assert not (tmp_path / "r" / "checkpoint").exists()

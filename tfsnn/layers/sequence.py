@@ -1,0 +1,68 @@
+"""Wrappers that apply per-frame Keras layers to spiking sequences ``[batch, time, ...]``.
+
+* ``TimeFolded``: a stateless layer (Conv2D, pooling, Flatten, Dense, ...) on all ``B*T`` frames at
+  once (time folded into the batch).
+* ``TimeConstantDropout``: dropout with one mask per sequence, shared by every time step.
+"""
+import keras
+import tensorflow as tf
+
+from tfsnn.timeaxis import fold_time, unfold_time
+
+
+@keras.saving.register_keras_serializable(package="tfsnn")
+class TimeFolded(keras.layers.Wrapper):
+    """Apply a stateless per-frame layer (Conv2D, pooling, Flatten, ...) to ``[B, T, ...]`` by
+    folding time into the batch: one call on ``[B*T, ...]``, reshaped back to ``[B, T, ...]``.
+
+    (``keras.layers.TimeDistributed`` in Keras 3 loops over time instead: T small calls.)
+    """
+
+    def build(self, input_shape):
+        if len(input_shape) < 3:
+            raise ValueError(f"{self.name}: input must be [batch, time, ...], got {input_shape}")
+        if not self.layer.built:
+            self.layer.build((None, *input_shape[2:]))
+        self.built = True
+
+    def call(self, x, training=None):
+        shape = tf.shape(x)
+        frames = tf.reshape(x, tf.concat([[-1], shape[2:]], axis=0))
+        y = self.layer(frames, training=training)
+        inner = [d if d is not None else tf.shape(y)[i + 1] for i, d in enumerate(y.shape[1:])]
+        return tf.reshape(y, [shape[0], shape[1], *inner])
+
+    def compute_output_shape(self, input_shape):
+        inner = self.layer.compute_output_shape((None, *input_shape[2:]))
+        return (input_shape[0], input_shape[1], *inner[1:])
+
+
+@keras.saving.register_keras_serializable(package="tfsnn")
+class TimeConstantDropout(keras.layers.Layer):
+    """Dropout whose mask ``[B, 1, ...]`` in ``{0, 1/(1-rate)}`` is drawn once per call and
+    shared by every time step of ``[B, T, ...]`` (spec §2.9, §3.7). Identity at inference."""
+
+    def __init__(self, rate, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= float(rate) < 1.0:
+            raise ValueError(f"rate must be in [0, 1), got {rate!r}")
+        self.rate = float(rate)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def mask(self, x):
+        """A fresh mask ``[B, 1, ...]`` for the sequence ``x``."""
+        shape = tf.concat([tf.shape(x)[:1], [1], tf.shape(x)[2:]], axis=0)
+        u = keras.random.uniform(shape, dtype=x.dtype, seed=self.seed_generator)
+        return tf.cast(u >= self.rate, x.dtype) / (1.0 - self.rate)
+
+    def call(self, x, training=None):
+        if not training or self.rate == 0.0:
+            return x
+        return x * self.mask(x)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
