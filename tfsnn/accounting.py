@@ -1,6 +1,6 @@
 """Spike and synaptic-operation (SOP) accounting with exact fan-out, and the stat-file texts
-of ALL_INT_SNN (Shymyrbay et al. 2024). One place for the exact fan-out and MAC counts of the
-simulator (``tfsnn.simulation``), the stat files and the training-time activity probes
+of ALL_INT_SNN (Zou et al. 2024, Front. Neurosci. 18). One place for the exact fan-out and MAC
+counts of the simulator (``tfsnn.simulation``), the stat files and the training-time activity probes
 (``tfsnn.viz.tensorboard``).
 
 Definitions:

@@ -1,4 +1,4 @@
-"""Quantizers of the ALL_INT_SNN method (spec all_int_snn.md §1.1-1.2, §6.2-6.3).
+"""Quantizers of the ALL_INT_SNN method (docs/specs/all_int_snn.md §1.1-1.2, §6.2-6.3).
 
 Plain TensorFlow functions with straight-through gradients, shared by the Keras 3 layers and
 the optional tfmot bridge, plus serializable Keras quantizer objects with string aliases.

@@ -1,4 +1,4 @@
-"""Run a converted integer SNN for T steps and count its spikes and SOPs (spec all_int_snn.md
+"""Run a converted integer SNN for T steps and count its spikes and SOPs (docs/specs/all_int_snn.md
 §2.1, §2.7, §3).
 
 ``simulate(snn, data, ...)`` runs each batch through the SNN layer by layer over the whole time
@@ -229,7 +229,7 @@ def simulate(snn, data, labels=None, *, batch_size=100, timesteps=None, noise_ra
       batch_size: batch size for array data.
       timesteps: steps to run (default the SNN's; at most its threshold table size).
       noise_ratio: ``r``: the SNN input is ``x (1 + r (U - 1/2))``, ``U ~ U[0, 1)`` per pixel,
-        drawn fresh per batch (spec §2.7); the ANN always sees the clean ``x``.
+        drawn fresh per batch (docs/specs/all_int_snn.md §2.7); the ANN always sees the clean ``x``.
       seed: seed of the noise.
       ann: the quantized Keras ANN; if given its logits on the same (clean) images are stored.
       max_examples: only the first ``max_examples`` images.

@@ -1,4 +1,4 @@
-"""Spike functions and their surrogate gradients, by name (spec hybrid_and_spike_bp.md §2.7, §3.5).
+"""Spike functions and their surrogate gradients, by name (docs/specs/hybrid_and_spike_bp.md §2.7, §3.5).
 
 A spike is ``o = H(z)`` with the *normalised* membrane ``z = V/theta - 1`` and the strict
 Heaviside ``H(z) = 1[z > 0]`` (so ``H(0) = 0``). A surrogate replaces the zero-almost-everywhere

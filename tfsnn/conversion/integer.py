@@ -1,4 +1,4 @@
-"""Quantized ANN -> integer SNN with dynamic integer thresholds (spec all_int_snn.md §2.4, §6.4).
+"""Quantized ANN -> integer SNN with dynamic integer thresholds (docs/specs/all_int_snn.md §2.4, §6.4).
 
 ``convert(model)`` maps a trained ``tfsnn.models.all_int_model`` (``QuantConv2D ->
 QuantActivation`` blocks, the first with the ``FirstLayer`` quantizer, the others ``KLevel(k)``,
@@ -14,13 +14,13 @@ Thresholds, per output channel, in membrane units ``V = 2^k z`` (``z`` the ANN c
   (the level is monotone in ``V``). So ``#{m: V >= theta_m}`` equals the Keras model's float32
   decision for *every* integer ``V`` with ``|V| <= 2^24``: SNN == Keras ANN exactly, with no
   rounding scale and no ties (the original's ``round(theta_1) * 10^4`` is not used).
-* Float mode (``use_int=False``): the analytic float64 thresholds of spec §6.4,
+* Float mode (``use_int=False``): the analytic float64 thresholds of docs/specs/all_int_snn.md §6.4,
   ``theta_m = 2^k mu + (m - 1/2 - 2^k beta) sigma / gamma``, ``sigma = sqrt(var + eps)``:
   equal to the Keras model up to float ties (none on real data in the tests).
 * Encoder (both modes, full precision as in the original): ``theta_m`` (m = 1..4) = the
   smallest float32 ``z`` whose Keras first-layer level is ``>= m``, by bisection over the
   ordered float32 values: exact in float32.
-* ``gamma < 0`` (spec §5.4): the channel's level decreases with ``z``; its kernel column is
+* ``gamma < 0`` (docs/specs/all_int_snn.md §5.4): the channel's level decreases with ``z``; its kernel column is
   negated (``V' = -V``) so the thresholds are increasing again; exact. ``gamma == 0``: a
   constant level ``q0``, i.e. ``theta_m = -inf`` for ``m <= q0`` and ``+inf`` above (int32
   min / max in integer mode), so the neuron fires ``q0`` spikes with no input.

@@ -72,7 +72,7 @@ def int_thresholds(act, k, num_levels, flip):
 
 
 def float_thresholds(act, k, num_levels, flip):
-    """Analytic thresholds ``[C, num_levels]`` float64 of a hidden layer (spec §6.4)."""
+    """Analytic thresholds ``[C, num_levels]`` float64 of a hidden layer (docs/specs/all_int_snn.md §6.4)."""
     gamma, beta, mean, var, eps = _bn_params(act)
     s = 2.0 ** k
     sigma = np.sqrt(var + eps)

@@ -1,5 +1,5 @@
 """Input encoders: a static input ``[B, ...]`` -> a spike / current sequence ``[B, T, ...]``
-(spec hybrid_and_spike_bp.md §2.4, §3.2, §4.2).
+(docs/specs/hybrid_and_spike_bp.md §2.4, §3.2, §4.2).
 
 * ``DirectEncoder(T)``: the input repeated at every step (analog current into the first layer).
 * ``PoissonEncoder(T, gain, signed=False, strict=False)``: Bernoulli spikes with a fresh uniform

@@ -1,4 +1,4 @@
-"""IIR synapse filters of the IIR-SNN method (spec iir_and_proxy.md §A.2.1-§A.2.3, §C.2).
+"""IIR synapse filters of the IIR-SNN method (docs/specs/iir_and_proxy.md §A.2.1-§A.2.3, §C.2).
 
 Tensors are ``[batch, time, ...]``; every filter runs elementwise over axis 1 (one filter per
 input element, shared by all its targets: an "axon" filter). The filters are linear, so the

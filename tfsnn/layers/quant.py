@@ -1,4 +1,4 @@
-"""Quantized layers of the ALL_INT_SNN ANN (spec all_int_snn.md §1, §6.1).
+"""Quantized layers of the ALL_INT_SNN ANN (docs/specs/all_int_snn.md §1, §6.1).
 
 * ``QuantConv2D`` / ``QuantDense``: bias-free conv / dense whose kernel passes through a weight
   quantizer (``"ternary"`` or None) on every forward pass; the latent float kernel is trained.
@@ -12,7 +12,7 @@ import tensorflow as tf
 from tfsnn import quantizers as q
 from tfsnn.geometry import conv_output_length, pair
 
-# Initializers of the original TensorLayer code (spec §1.2-1.3).
+# Initializers of the original TensorLayer code (docs/specs/all_int_snn.md §1.2-1.3).
 CONV_INIT = {"class_name": "TruncatedNormal", "config": {"stddev": 0.02}}
 DENSE_INIT = {"class_name": "TruncatedNormal", "config": {"stddev": 0.1}}
 

@@ -40,7 +40,7 @@ class TimeFolded(keras.layers.Wrapper):
 @keras.saving.register_keras_serializable(package="tfsnn")
 class TimeConstantDropout(keras.layers.Layer):
     """Dropout whose mask ``[B, 1, ...]`` in ``{0, 1/(1-rate)}`` is drawn once per call and
-    shared by every time step of ``[B, T, ...]`` (spec §2.9, §3.7). Identity at inference."""
+    shared by every time step of ``[B, T, ...]`` (docs/specs/hybrid_and_spike_bp.md §2.9, §3.7). Identity at inference."""
 
     def __init__(self, rate, seed=None, **kwargs):
         super().__init__(**kwargs)

@@ -1,6 +1,6 @@
 """Architectures of the seed papers, by name.
 
-ALL_INT_SNN (spec all_int_snn.md §1.4): every hidden layer is ``QuantConv2D -> QuantActivation``
+ALL_INT_SNN (docs/specs/all_int_snn.md §1.4): every hidden layer is ``QuantConv2D -> QuantActivation``
 (conv without bias -> BN -> ReLU -> quantizer); "P2" is a learned 2x2 stride-2 conv, "FC" layers
 are convs covering the remaining map; the first conv and the output ``Dense(10)`` (no bias) stay
 full precision. Layer names: ``conv<i>`` / ``act<i>`` for i = 1.., then ``flatten`` and ``output``.

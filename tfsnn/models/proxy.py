@@ -15,7 +15,7 @@ from tfsnn.metrics import argmax_accuracy, lenient_accuracy, strict_accuracy
 
 @keras.saving.register_keras_serializable(package="tfsnn")
 class ProxyNet(keras.Model):
-    """Proxy learning on one set of shared weights (spec §B, §C.3).
+    """Proxy learning on one set of shared weights (docs/specs/iir_and_proxy.md §B, §C.3).
 
     ANN: ``conv1 -> BN -> ReLU -> [conv -> BN -> ReLU -> MaxPool2] x2 -> flatten -> FC(20w) ->
     ReLU -> FC(9w) -> ReLU -> FC(2w) -> ReLU -> FC(classes)`` (w = ``width``, 128 in the paper;

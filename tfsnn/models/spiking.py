@@ -1,5 +1,5 @@
 """Directly trained / hybrid SNN architectures and their ANN twins, by name
-(spec hybrid_and_spike_bp.md §2.10, §3.6).
+(docs/specs/hybrid_and_spike_bp.md §2.10, §3.6).
 
 ``ann(name)`` builds the bias-free ReLU ANN (average pooling, dropout) of an architecture;
 ``snn(name, timesteps)`` builds its spiking twin: an input encoder, every ``Conv2D``/``Dense``

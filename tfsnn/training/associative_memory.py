@@ -1,4 +1,4 @@
-"""The IIR-SNN associative-memory task (spec iir_and_proxy.md §A.6-§A.7): ``train(config)``.
+"""The IIR-SNN associative-memory task (docs/specs/iir_and_proxy.md §A.6-§A.7): ``train(config)``.
 
 Data: ``associative_target.npy``, 10 binary patterns ``[300 channels, 300 steps]``. The network
 (300-500-200-500-300, IIR synapses with tau_m = 8, tau_s = 2) must output the clean pattern

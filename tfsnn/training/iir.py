@@ -1,4 +1,4 @@
-"""Direct training of the IIR-synapse SNNs (spec iir_and_proxy.md §A.3-§A.5): ``train(config)``.
+"""Direct training of the IIR-synapse SNNs (docs/specs/iir_and_proxy.md §A.3-§A.5): ``train(config)``.
 
 ``config`` is a dict with the keys of ``DEFAULTS`` (the ``--method iir`` flags of
 ``scripts/train_snn.py``). Data: ``tfsnn.data.load(dataset)``, pixels ``/255`` (no

@@ -1,4 +1,4 @@
-"""Proxy learning (Kheradpisheh et al.; spec iir_and_proxy.md Part B, §C.3): ``train(config)``.
+"""Proxy learning (Kheradpisheh et al.; docs/specs/iir_and_proxy.md Part B, §C.3): ``train(config)``.
 
 The IF SNN and the ReLU ANN share every kernel and BatchNorm gamma/beta (``ProxyNet``); the
 SNN's output spike counts replace the ANN's output in ``L = mean((o - one_hot(y))^2)`` and the

@@ -1,4 +1,4 @@
-"""Spike-based backpropagation from scratch (Lee et al. 2020; spec §3.3, §3.8, §4.4).
+"""Spike-based backpropagation from scratch (Lee et al. 2020; docs/specs/hybrid_and_spike_bp.md §3.3, §3.8, §4.4).
 
 The network is a ``tfsnn.snn_models`` "lee" architecture (``LeeNeuron``: spike-gated surrogate
 with the NG leak correction, spiking average pools, ``LeakyMeanReadout``). Training uses the

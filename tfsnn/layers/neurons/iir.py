@@ -1,4 +1,4 @@
-"""The IIR spiking neuron (spec iir_and_proxy.md §A.2.4-§A.2.5, §C.2) and the proxy-learning
+"""The IIR spiking neuron (docs/specs/iir_and_proxy.md §A.2.4-§A.2.5, §C.2) and the proxy-learning
 building blocks (§B.2-§B.3, §C.3).
 
 IIR neuron (Fang et al. 2020), fed the filtered PSP ``y`` ``[B, T, ...]``::

@@ -1,4 +1,4 @@
-"""Layers of the integer SNN of ALL_INT_SNN (spec all_int_snn.md §2, §6.5), built by
+"""Layers of the integer SNN of ALL_INT_SNN (docs/specs/all_int_snn.md §2, §6.5), built by
 ``tfsnn.convert.convert``.
 
 Tensors are ``[batch, time, ...]`` (time axis 1). Synaptic ops (conv, dense) run on all
@@ -9,13 +9,13 @@ so layer-by-layer over the whole time axis gives exactly the spikes of step-by-s
   steps (input injected at t=0 only, non-leaky, never reset). With per-channel thresholds
   ``theta_1 <= ... <= theta_M`` (``M`` = the first-layer quantizer's top level, 4) its level is
   ``L = #{m: z >= theta_m}`` and it emits ``L`` spikes of amplitude ``2^k`` on steps ``0..L-1``
-  (the threshold ramp of spec §2.2: the threshold rises one step per time step).
+  (the threshold ramp of docs/specs/all_int_snn.md §2.2: the threshold rises one step per time step).
 * ``SpikingConv2D``: a hidden layer: conv synapses + the signed dynamic-threshold neuron.
 * ``DynamicThresholdNeuron``: the neuron alone (membrane in, spikes out).
 * ``OutputAccumulator``: the non-spiking output layer ``y_t = flatten(n_t) @ W`` with ``n_t``
   the cumulative net spike count of the last hidden layer; ``y = 2^k * ANN logits`` at convergence.
 
-The signed dynamic-threshold neuron (spec §2.3 with the tie rule of §6.5). The membrane is a
+The signed dynamic-threshold neuron (docs/specs/all_int_snn.md §2.3 with the tie rule of §6.5). The membrane is a
 non-leaky integrator without reset, ``V_t = V_{t-1} + sum_j w_j s_{j,t} = sum_j w_j n_{j,t}``
 (``n_j`` the input's cumulative net count). With net count ``n`` and per-channel thresholds
 ``theta_1 <= theta_2 <= ...`` (``theta_0 = -inf``, the ReLU floor) it fires

@@ -1,9 +1,9 @@
-"""Spiking neuron layers trained with surrogate gradients (spec hybrid_and_spike_bp.md §2-§4).
+"""Spiking neuron layers trained with surrogate gradients (docs/specs/hybrid_and_spike_bp.md §2-§4).
 
 Tensors are ``[batch, time, ...]``. A neuron layer maps an input-current sequence ``I`` to a
 spike sequence ``o`` (same shape, values 0/1 in ``I``'s dtype). The whole recursion over time is
 **one** ``tf.custom_gradient`` op (``spike_sequence``) whose forward is a ``tf.while_loop`` and
-whose backward is the hand-written recursion of spec §2.7 / §3.5, so the tape stores only the
+whose backward is the hand-written recursion of docs/specs/hybrid_and_spike_bp.md §2.7 / §3.5, so the tape stores only the
 output spikes plus one auxiliary ``[T, batch, ...]`` tensor (the pre-spike membrane for
 membrane-based surrogates, the spike age for STDB, nothing for Lee's spike-gated surrogate).
 
