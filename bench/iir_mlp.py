@@ -5,7 +5,7 @@ same network run step by step.
 
 * ``folded``: the tfsnn design: every Dense runs once on all ``B*T`` frames, only the IIR filter
   and neuron recurrences loop over time (``tf.scan``).
-* ``stepwise``: ``tfsnn.iir_models.stepwise_mlp``, the same layers and weights run one time step
+* ``stepwise``: ``stepwise_mlp`` of ``tests/references.py`` (the tests' step-by-step reference), the same layers and weights run one time step
   at a time (filter step, ``[B, N]`` matmul, neuron step, dropout, for every layer, T times;
   Python-unrolled in the graph), as a per-step PyTorch-style loop.
 
@@ -17,7 +17,9 @@ with the ratio stepwise / folded. Prints one JSON line at the end.
 """
 import json
 import os
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -36,6 +38,8 @@ def main(_):
     import tensorflow as tf
 
     from tfsnn.models import iir as M
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from references import stepwise_mlp
 
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
@@ -48,10 +52,10 @@ def main(_):
             l.kernel.assign(l.kernel * 4.0)
             l.bias.assign(l.bias + 0.3)
     same = np.array_equal(model(x[:b], training=False).numpy(),
-                          M.stepwise_mlp(model, x[:b]).numpy())
+                          stepwise_mlp(model, x[:b]).numpy())
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     forwards = {"folded": lambda xb: model(xb, training=True),
-                "stepwise": lambda xb: M.stepwise_mlp(model, xb, training=True)}
+                "stepwise": lambda xb: stepwise_mlp(model, xb, training=True)}
     steps = {}
     for name, fwd in forwards.items():
         opt = keras.optimizers.Adam(1e-4, epsilon=1e-8)

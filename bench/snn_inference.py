@@ -61,7 +61,6 @@ def main(argv):
     import tensorflow as tf
     from tfsnn import conversion as cv, data
     from tfsnn import simulation as sim
-    import tfsnn.layers  # noqa: F401
 
     n = FLAGS.batch_size * FLAGS.batches
     (x_u8, _), = data.load(FLAGS.dataset, splits=("test",))

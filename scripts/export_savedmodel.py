@@ -15,7 +15,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None, "Run directory of scripts/train_quant.py holding model.keras.")
 flags.DEFINE_string("out_dir", None, "Where to write ann/ and snn/ (default <run_dir>/export).")
 flags.DEFINE_bool("use_int", True, "Integer SNN (int32 kernels, thresholds, membranes).")
-flags.DEFINE_integer("timesteps", None, "SNN time steps; default tfsnn.convert.default_timesteps(k).")
+flags.DEFINE_integer("timesteps", None, "SNN time steps; default tfsnn.conversion.default_timesteps(k).")
 
 
 def main(argv):

@@ -10,7 +10,7 @@ Reads ``<run_dir>/model.keras`` (and ``flags.json`` for the defaults of --k, --u
 
 * the six per-(batch, step) stat files of the original: accuracy.txt, spike_num.txt,
   spike_collect.txt, sop_num.txt, abs_spike.txt, sum_spike.txt (raw counts summed over each
-  batch; meaning in ``snn/README.md`` and ``tfsnn.monitor``);
+  batch; meaning in ``snn/README.md`` and ``tfsnn.accounting``);
 * ``summary.json``: ann_accuracy, snn_accuracy (last step), accuracy_per_step,
   agreement_per_step (fraction of images whose SNN prediction equals the ANN's), disagreements,
   equal_from_step, accuracy_equal_from_step, converged_step, timesteps, k, use_int,
@@ -29,6 +29,8 @@ import time
 
 from absl import app, flags, logging
 
+from tfsnn import data  # the dataset registry, for --dataset
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None, "Run directory of scripts/train_quant.py holding model.keras.")
 flags.DEFINE_integer("k", None, "Fractional bits of the hidden activations; default: the run's "
@@ -42,7 +44,7 @@ flags.DEFINE_float("noise_ratio", 0.0, "Multiplicative input noise r: x (1 + r (
 flags.DEFINE_integer("noise_seed", 0, "Seed of the input noise.")
 flags.DEFINE_integer("batch_size", 200, "Images per batch, >= 1.")
 flags.DEFINE_integer("max_test_examples", 0, "Use the first N test images (0 = all).")
-flags.DEFINE_string("dataset", None, "mnist | fashion_mnist | cifar10; default: the run's.")
+flags.DEFINE_string("dataset", None, f"{' | '.join(data.names('quant'))}; default: the run's.")
 flags.DEFINE_bool("tensorboard", True, "Write TensorBoard views (per-step scalars, count "
                   "histograms, rasters) under <run_dir>/snn/tb.")
 
@@ -75,7 +77,7 @@ def _fail(flag, msg):
 
 def validate():
     """Check flags and the run directory before any work; returns (run flags dict, run paths)."""
-    from tfsnn import data, runs
+    from tfsnn import runs
     if not FLAGS.run_dir:
         _fail("run_dir", "is required (a run directory of scripts/train_quant.py)")
     run = runs.RunDir(FLAGS.run_dir)
@@ -105,7 +107,7 @@ def validate():
         _fail("max_test_examples", f"must be >= 0 (0 = all), got {FLAGS.max_test_examples}")
     dataset = FLAGS.dataset or saved.get("dataset") or "fashion_mnist"
     try:
-        data.check_name(dataset)
+        data.check_name(dataset, "quant")
     except ValueError as e:
         _fail("dataset", str(e))
     return saved, run, dataset
@@ -117,10 +119,9 @@ def main(argv):
     saved, run, dataset = validate()
     import keras
     import numpy as np
-    from tfsnn import accounting, conversion as cv, data, runs
+    from tfsnn import accounting, conversion as cv, runs
     from tfsnn.viz import tensorboard as callbacks
     from tfsnn import simulation as sim
-    import tfsnn.layers  # noqa: F401  (registers the layers for load_model)
 
     model = keras.saving.load_model(run.model, compile=False)
     try:
@@ -142,8 +143,9 @@ def main(argv):
 
     (x_u8, y), = data.load(dataset, splits=("test",))
     n = len(x_u8) if FLAGS.max_test_examples == 0 else min(len(x_u8), FLAGS.max_test_examples)
-    x = np.concatenate([data.preprocess(dataset, x_u8[i:min(i + 1000, n)], training=False).numpy()
-                        for i in range(0, n, 1000)])
+    x = np.concatenate([
+        data.preprocess(dataset, x_u8[i:min(i + 1000, n)], False, "quant").numpy()
+        for i in range(0, n, 1000)])
     y = y[:n]
     logging.info("converting %s (k=%d, use_int=%s, T=%d)", run.model, k, FLAGS.use_int, t_steps)
     t0 = time.time()
@@ -164,7 +166,7 @@ def main(argv):
     # first step from which the SNN accuracy equals the ANN's (the paper's "4 / 8 steps")
     acc_equal_from = (0 if same_acc.size == 0 else
                       int(same_acc[-1] + 1) if same_acc[-1] + 1 < len(acc) else None)
-    macs = sim.ann_macs(snn)
+    macs = accounting.ann_macs(snn)
     sops = res.sops_per_image()
     summary = {
         "dataset": dataset, "n_images": res.n_images, "k": k, "use_int": FLAGS.use_int,

@@ -13,6 +13,7 @@ import os
 from absl import app, flags
 
 import run_flags  # scripts/run_flags.py
+from tfsnn.data import describe  # the dataset registry (imports TensorFlow; tf.keras stays lazy)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("k", 0, "Fractional bits of the hidden activations (step 2^-k), >= 0. "
@@ -20,8 +21,8 @@ flags.DEFINE_integer("k", 0, "Fractional bits of the hidden activations (step 2^
 flags.DEFINE_enum("mode", "training", ["training", "inference"],
                   "training: train and save the model; inference: test accuracy of --run_dir's model.")
 flags.DEFINE_bool("use_ternary", True, "Ternary {-1,0,1} kernels for every conv but the first.")
-flags.DEFINE_string("dataset", "fashion_mnist", "mnist | fashion_mnist | cifar10; the model "
-                    "follows it (LeNet for the MNISTs, the ALL_INT VGG for CIFAR-10).")
+flags.DEFINE_string("dataset", "fashion_mnist", f"{describe('quant')}: the dataset and the "
+                    "model that follows it.")
 flags.DEFINE_bool("full_precision", False, "Train the full-precision twin (no quantizers) instead.")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (initial value of the schedule).")
 flags.DEFINE_enum("lr_schedule", "cosine", ["constant", "cosine"],

@@ -26,16 +26,19 @@ plumbing is tfsnn.runs (shared with train_quant.py).
 from absl import app, flags
 
 import run_flags  # scripts/run_flags.py
+from tfsnn import data  # the dataset registry, for --dataset / --model help
 
 FLAGS = flags.FLAGS
 _OTHER_FLAGS = set(FLAGS)  # absl's own; everything defined below is this script's
 METHODS = ("spike_bp", "hybrid", "iir", "proxy", "associative_memory")
 flags.DEFINE_enum("method", "spike_bp", list(METHODS), "Training method (see above).")
 # Shared options (default None = the method's default).
-flags.DEFINE_string("model", None, "Architecture. spike_bp: spike_bp_lenet (MNISTs) / "
-                    "spike_bp_vgg9 (CIFAR-10) / resnet11; hybrid: vgg5 (MNISTs) / vgg16 (CIFAR-10) "
-                    "or vgg9/11/13, resnet12/20/34; iir: snn_mlp_1 / snn_mlp_2 / snn_conv_1.")
-flags.DEFINE_string("dataset", None, "mnist | fashion_mnist (default) | cifar10 (spike_bp, hybrid).")
+flags.DEFINE_string("model", None, "Architecture; default: the dataset's (see --dataset). Others: "
+                    "spike_bp resnet11; hybrid vgg9/11/13, resnet12/20/34; iir snn_mlp_2 / "
+                    "snn_conv_1.")
+flags.DEFINE_string("dataset", None, "Dataset (default fashion_mnist) and its default model, per "
+                    "method: " + "; ".join(f"{m}: {data.describe(m)}" for m in METHODS[:3])
+                    + f"; proxy: {' | '.join(data.names('proxy'))}.")
 flags.DEFINE_integer("timesteps", None, "Time steps T per example (spike_bp/hybrid 100, iir 25, "
                      "proxy 15).")
 run_flags.define({}, {

@@ -2,6 +2,7 @@
 computes in fused / time-folded form."""
 import tensorflow as tf
 
+from tfsnn.conversion import split_snn
 from tfsnn.layers.filters import DualExpIIR
 from tfsnn.timeaxis import to_time_major
 
@@ -73,3 +74,25 @@ def _extend_counts(n, levels, num_steps):
     j = tf.reshape(j, tf.concat([[1, -1], tf.ones([tf.rank(n) - 2], tf.int32)], 0))
     tail = last_n + tf.minimum(tf.maximum(last_l - last_n, -j), j)
     return tf.concat([n, tail], axis=1)
+
+
+def counts_to_spikes(counts):
+    """``s_t = n_t - n_{t-1}`` along axis 1 (``n_{-1} = 0``)."""
+    return counts - tf.pad(counts[:, :-1], [[0, 0], [1, 0]] + [[0, 0]] * (counts.shape.rank - 2))
+
+
+def ann_levels(snn, images):
+    """The quantized ANN in threshold form, evaluated with the SNN's own weights and thresholds.
+
+    Returns ``(levels, logits)``: ``levels`` a list (encoder first) of int32 ``[B, H, W, C]``
+    spike-count targets (``2^k`` x the ANN activations; the encoder's in events x amplitude, i.e.
+    also ``2^k a_1``), ``logits`` float32 ``[B, classes]`` (``2^k`` x the ANN's).
+    """
+    enc, hidden, out = split_snn(snn)
+    lev = enc.level(images) * enc.amplitude
+    levels = [lev]
+    for layer in hidden:
+        lev = layer.levels_from_counts(lev)
+        levels.append(lev)
+    flat = tf.reshape(tf.cast(lev, tf.float32), [tf.shape(lev)[0], -1])
+    return levels, tf.matmul(flat, tf.cast(out.kernel, tf.float32))

@@ -91,6 +91,18 @@ def test_serialize_roundtrip(name):
     assert keras.saving.deserialize_keras_object(cfg) == sur
 
 
+def test_needs_declares_what_grad_reads():
+    needs = {n: sg.get(n).needs for n in sg.names()}
+    assert (needs["stdb"], needs["lee"], needs["linear"]) == ("spike_age", "spike", "membrane")
+    assert set(needs.values()) <= set(sg.NEEDS)
+    assert sg.get("stdb").uses_dt and not sg.get("lee").uses_dt and not sg.get("atan").uses_dt
+    with pytest.raises(ValueError, match="needs"):
+        @sg.register("test_bad_needs")
+        class Bad(sg.Surrogate):
+            needs = "voltage"
+    assert "test_bad_needs" not in sg.names()
+
+
 def test_register_custom_surrogate():
     @sg.register("test_boxcar")
     class Boxcar(sg.Surrogate):

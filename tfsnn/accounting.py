@@ -74,12 +74,12 @@ def fanout_maps(snn):
     """Exact fan-out per receiving layer: ``[H, W]`` int64 maps for the hidden convs, and the
     number of classes (per input neuron) for the output layer."""
     _, hidden, out = split_snn(snn)
-    maps = [conv_fanout(_in_shape(snn, layer)[:2], layer.kernel_size, layer.strides,
-                                layer.padding, layer.filters) for layer in hidden]
+    maps = [conv_fanout(_in_shape(layer)[:2], layer.kernel_size, layer.strides,
+                        layer.padding, layer.filters) for layer in hidden]
     return maps, out.units
 
 
-def _in_shape(snn, layer):
+def _in_shape(layer):
     """``(H, W, C)`` of a spiking layer's input."""
     return tuple(int(d) for d in layer.input.shape[2:])
 
@@ -89,11 +89,11 @@ def ann_macs(snn):
     enc, hidden, out = split_snn(snn)
     h, w, c = (int(d) for d in snn.input.shape[1:])
     d = {enc.name: conv_macs((h, w), c, enc.kernel_size, enc.strides, enc.padding,
-                                     enc.filters)}
+                             enc.filters)}
     for layer in hidden:
-        h, w, c = _in_shape(snn, layer)
+        h, w, c = _in_shape(layer)
         d[layer.name] = conv_macs((h, w), c, layer.kernel_size, layer.strides,
-                                          layer.padding, layer.filters)
+                                  layer.padding, layer.filters)
     d[out.name] = int(np.prod(out.input.shape[2:])) * out.units
     d["total"] = int(sum(d.values()))
     d["total_hidden_and_output"] = d["total"] - d[enc.name]

@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 from tfsnn.configurable import Configurable
+from tfsnn.integers import check_integer
 
 
 def _straight_through(x, q):
@@ -25,8 +26,7 @@ def _straight_through(x, q):
 
 def k_level(x, k):
     """k-fractional-bit activation quantizer: ``floor(2^k relu(x) + 1/2) / 2^k``."""
-    if int(k) != k or k < 0:
-        raise ValueError(f"k must be an integer >= 0, got {k!r}")
+    check_integer(k, "k", 0)
     r = tf.nn.relu(x)
     scale = tf.cast(2.0 ** int(k), r.dtype)
     return _straight_through(r, tf.floor(r * scale + 0.5) / scale)
@@ -34,8 +34,7 @@ def k_level(x, k):
 
 def first_layer(x, levels=4):
     """Encoding-layer quantizer: ``floor(min(relu(x), levels) + 1/2)`` in ``{0, ..., levels}``."""
-    if int(levels) != levels or levels < 1:
-        raise ValueError(f"levels must be an integer >= 1, got {levels!r}")
+    check_integer(levels, "levels", 1)
     r = tf.minimum(tf.nn.relu(x), tf.cast(levels, x.dtype))
     return _straight_through(r, tf.floor(r + 0.5))
 
@@ -71,9 +70,7 @@ class KLevel(Quantizer):
     alias = "k_level"
 
     def __init__(self, k=0):
-        if int(k) != k or k < 0:
-            raise ValueError(f"k must be an integer >= 0, got {k!r}")
-        self.k = int(k)
+        self.k = check_integer(k, "k", 0)
 
     def __call__(self, x):
         return k_level(x, self.k)
@@ -89,9 +86,7 @@ class FirstLayer(Quantizer):
     alias = "first_layer"
 
     def __init__(self, levels=4):
-        if int(levels) != levels or levels < 1:
-            raise ValueError(f"levels must be an integer >= 1, got {levels!r}")
-        self.levels = int(levels)
+        self.levels = check_integer(levels, "levels", 1)
 
     def __call__(self, x):
         return first_layer(x, self.levels)

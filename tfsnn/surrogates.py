@@ -18,7 +18,10 @@ Registered surrogates (``get(name, **params)``):
 Each surrogate is a serializable object with ``grad(z, spike=None, dt=None)`` (the pseudo-
 derivative as a tensor, no gradient through it) and ``spike(z, dt=None)`` (a per-step
 ``tf.custom_gradient`` spike function: forward ``H(z)``, backward ``upstream * grad``).
-``uses_dt`` tells a neuron whether it must track spike times. This module imports no layers.
+The class attribute ``needs`` (one of ``NEEDS``) declares what ``grad`` reads, i.e. what a fused
+neuron must keep from its forward pass: ``"membrane"`` (``z``; the default), ``"spike_age"``
+(``dt``; STDB) or ``"spike"`` (only ``spike``; Lee). ``uses_dt`` is ``needs == "spike_age"``.
+This module imports no layers.
 """
 import math
 
@@ -28,6 +31,9 @@ import tensorflow as tf
 from tfsnn.configurable import Configurable
 
 _REGISTRY = {}
+# What a surrogate's ``grad`` reads (``Surrogate.needs``): the normalised membrane ``z``, the
+# spike age ``dt`` (steps since the previous spike), or only the spike ``H(z)``.
+NEEDS = ("membrane", "spike_age", "spike")
 
 
 def heaviside(z):
@@ -38,6 +44,8 @@ def heaviside(z):
 def register(*names):
     """Class decorator: register a ``Surrogate`` subclass under one or more names."""
     def deco(cls):
+        if cls.needs not in NEEDS:
+            raise ValueError(f"{cls.__name__}.needs must be one of {NEEDS}, got {cls.needs!r}")
         cls = keras.saving.register_keras_serializable(package="tfsnn")(cls)
         for n in names:
             if n in _REGISTRY:
@@ -57,7 +65,12 @@ class Surrogate(Configurable):
     """Base class: ``H(z)`` forward, ``grad(z, spike, dt)`` as its pseudo-derivative ``do/dz``."""
 
     name = None
-    uses_dt = False  # True: grad needs dt (steps since the previous spike)
+    needs = "membrane"  # what grad reads, one of NEEDS (see the module docstring)
+
+    @property
+    def uses_dt(self):
+        """Whether ``grad`` needs ``dt``, the spike age (``needs == "spike_age"``)."""
+        return self.needs == "spike_age"
 
     def grad(self, z, spike=None, dt=None):
         raise NotImplementedError
@@ -93,7 +106,7 @@ def _positive(name, v):
 class STDB(Surrogate):
     """Spike-timing-dependent surrogate ``alpha * exp(-beta * dt)``, ``dt`` in steps (Rathi)."""
 
-    uses_dt = True
+    needs = "spike_age"
 
     def __init__(self, alpha=0.3, beta=0.01):
         self.alpha = _positive("alpha", alpha)
@@ -128,6 +141,8 @@ class Linear(Surrogate):
 @register("lee")
 class LeeSpike(Surrogate):
     """Spike-gated straight-through ``scale * H(z)``: ``do/dV = 1[V > theta]/theta`` (Lee)."""
+
+    needs = "spike"  # grad reads only the spike (z is used only when spike is None)
 
     def __init__(self, scale=1.0):
         self.scale = _positive("scale", scale)

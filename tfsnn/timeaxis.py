@@ -55,18 +55,19 @@ def pad_time(x, timesteps, mode="zeros"):
     return tf.pad(x, tf.concat([[[0, 0], [0, rest]], tf.zeros([tf.rank(x) - 2, 2], tf.int32)], 0))
 
 
-def shift_pad(x):
-    """``tf.pad`` paddings that prepend one frame on the time axis 1 of ``x``."""
-    return [[0, 0], [1, 0]] + [[0, 0]] * (x.shape.rank - 2)
-
-
 def fold_time(x):
     """``[B, T, ...] -> [B*T, ...]``."""
     s = tf.shape(x)
     return tf.reshape(x, tf.concat([[s[0] * s[1]], s[2:]], 0))
 
 
-def unfold_time(x, b):
-    """``[B*T, ...] -> [B, T, ...]`` for batch size ``b``."""
+def unfold_time(x, b, t=None):
+    """``[B*T, ...] -> [B, T, ...]`` for batch size ``b`` and ``t`` steps (default ``B*T // b``;
+    pass ``t``, e.g. ``tf.shape(x_in)[1]``, to keep a static T in graphs)."""
     s = tf.shape(x)
-    return tf.reshape(x, tf.concat([[b, s[0] // b], s[1:]], 0))
+    return tf.reshape(x, tf.concat([[b, s[0] // b if t is None else t], s[1:]], 0))
+
+
+def time_shape(x, timesteps):
+    """The shape ``[B, timesteps, ...]`` (int32 tensor) of a sequence of ``x`` ``[B, ...]``."""
+    return tf.concat([tf.shape(x)[:1], [timesteps], tf.shape(x)[1:]], axis=0)

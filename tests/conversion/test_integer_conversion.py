@@ -8,7 +8,9 @@ from tfsnn import conversion as cv
 from tfsnn import quantizers as q
 from tfsnn.layers.quant import QuantActivation, QuantConv2D, QuantDense
 from tfsnn.layers.neurons.integer import OutputAccumulator, SpikeEncoder
+from tfsnn.conversion import thresholds
 
+from references import ann_levels
 from snn_common import ann_activations, calibrated_lenet, mnist_test, tiny_model
 
 
@@ -34,7 +36,7 @@ def test_int_thresholds_reproduce_keras_on_dense_integer_grid(k):
     act, gamma = _act(q.KLevel(k), seed=k)
     flip = gamma < 0
     m = 48
-    th = cv.int_thresholds(act, k, m, flip)
+    th = thresholds.int_thresholds(act, k, m, flip)
     assert th.dtype == np.int32 and th.shape == (64, m)
     assert np.all(np.diff(th.astype(np.int64), axis=1) >= 0)
     v = np.arange(-3000, 3001, dtype=np.int64)[:, None].repeat(64, 1)  # membrane grid [N, C]
@@ -43,7 +45,7 @@ def test_int_thresholds_reproduce_keras_on_dense_integer_grid(k):
     got = tf.searchsorted(th, tf.constant(v.T, tf.int32), side="right").numpy().T
     np.testing.assert_array_equal(got, want)
     # float (analytic float64) thresholds agree except at float ties
-    fth = cv.float_thresholds(act, k, m, flip)
+    fth = thresholds.float_thresholds(act, k, m, flip)
     gotf = tf.searchsorted(fth, tf.constant(v.T, tf.float64), side="right").numpy().T
     assert np.mean(gotf != want) < 1e-4
 
@@ -51,17 +53,17 @@ def test_int_thresholds_reproduce_keras_on_dense_integer_grid(k):
 def test_gamma_zero_channel_is_constant_level():
     act, gamma = _act(q.KLevel(0), c=16, seed=3, neg=0.0, zero=1.0)
     assert np.all(gamma == 0)
-    th = cv.int_thresholds(act, 0, 8, gamma < 0)
+    th = thresholds.int_thresholds(act, 0, 8, gamma < 0)
     beta = act.bn.get_weights()[1]
     q0 = np.floor(np.maximum(beta, 0) + 0.5)
-    levels = (th == cv.INT_ALWAYS).sum(1)
+    levels = (th == thresholds.INT_ALWAYS).sum(1)
     np.testing.assert_array_equal(levels, np.minimum(q0, 8))
-    assert np.all((th == cv.INT_ALWAYS) | (th == cv.INT_NEVER))
+    assert np.all((th == thresholds.INT_ALWAYS) | (th == thresholds.INT_NEVER))
 
 
 def test_encoder_thresholds_exact_at_float32_boundaries():
     act, gamma = _act(q.FirstLayer(4), c=32, seed=5)
-    th, flip = cv.encoder_thresholds(act, 4)
+    th, flip = thresholds.encoder_thresholds(act, 4)
     assert th.dtype == np.float32 and th.shape == (32, 4)
     np.testing.assert_array_equal(flip, gamma < 0)
     fin = np.where(np.isfinite(th), th, 0).astype(np.float32)
@@ -99,7 +101,7 @@ def test_threshold_form_ann_equals_keras_on_real_images():
         acts, logits = ann_activations(m, x)
         for use_int in (True, False):
             snn = cv.convert(m, timesteps=64, use_int=use_int)
-            levels, y = cv.ann_levels(snn, x)
+            levels, y = ann_levels(snn, x)
             for a, lev in zip(acts, levels):
                 np.testing.assert_array_equal(np.asarray(lev), a * 2 ** k)
             np.testing.assert_allclose(np.asarray(y), logits * 2 ** k, rtol=1e-5, atol=1e-4)
@@ -110,7 +112,7 @@ def test_sign_folding_negative_gamma_real_images():
     m = calibrated_lenet(k=0, seed=1, neg_gamma=0.3, zero_gamma=0.05)
     assert any(np.any(m.get_layer(f"act{i}").bn.gamma.numpy() < 0) for i in range(1, 6))
     acts, _ = ann_activations(m, x)
-    levels, _ = cv.ann_levels(cv.convert(m, timesteps=64), x)
+    levels, _ = ann_levels(cv.convert(m, timesteps=64), x)
     for a, lev in zip(acts, levels):
         np.testing.assert_array_equal(np.asarray(lev), a)
 

@@ -2,6 +2,7 @@
 import gzip
 import pickle
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -133,7 +134,7 @@ def test_pipeline_batches():
     assert shapes == [4, 4, 2]
 
 
-@pytest.mark.skipif(not data.Path("/usr/share/datasets/fashion-mnist").is_dir(),
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
                     reason="Debian package dataset-fashion-mnist not installed")
 def test_fashion_mnist_from_debian_package(isolated):
     (x, y), (xt, yt) = data.load("fashion_mnist", download=False)
@@ -144,3 +145,73 @@ def test_fashion_mnist_from_debian_package(isolated):
 def test_real_mnist_test_split(mnist_test_split):
     x, y = mnist_test_split
     assert x.shape == (10000, 28, 28, 1) and np.bincount(y).sum() == 10000
+
+
+def test_bundled_mnist_test_split_is_the_last_offline_place(isolated, mnist_test_split):
+    (x, y), = data.load("mnist", splits=("test",), download=False)
+    np.testing.assert_array_equal(x, mnist_test_split[0])
+    np.testing.assert_array_equal(y, mnist_test_split[1])
+    assert x.dtype == np.uint8 and y.dtype == np.int64
+    with pytest.raises(data.DatasetNotFoundError) as e:
+        data.load("mnist", splits=("train",), download=False)
+    msg = str(e.value)
+    for place in ("data/mnist", "/usr/share/datasets/mnist", "keras_home/datasets/mnist.npz",
+                  "tfsnn.data.bundled.mnist_test_split() (bundled with tfsnn: test split only)"):
+        assert place in msg
+    assert msg.index("mnist.npz") < msg.index("bundled")  # the Keras cache comes first
+
+
+def test_a_directory_copy_wins_over_the_bundled_split(isolated, monkeypatch):
+    make_idx_dir(isolated / "env" / "mnist", splits=("test",))
+    monkeypatch.setenv("TFSNN_DATA_DIR", str(isolated / "env"))
+    (xt, _), = data.load("mnist", splits=("test",), download=False)
+    assert len(xt) == 7
+
+
+def test_npz_beside_the_directories(isolated, monkeypatch):
+    env = isolated / "env"
+    env.mkdir()
+    x = np.ones((4, 28, 28), np.uint8)
+    np.savez(env / "fashion-mnist.npz", x_train=x, y_train=np.arange(4), x_test=x[:1],
+             y_test=[3])
+    monkeypatch.setenv("TFSNN_DATA_DIR", str(env))
+    (xtr, ytr), (xte, yte) = data.load("fashion_mnist", download=False)
+    assert xtr.shape == (4, 28, 28, 1) and ytr.dtype == np.int64 and list(yte) == [3]
+    assert env / "fashion_mnist.npz" in data.search_dirs("fashion_mnist")
+
+
+def test_bad_splits():
+    with pytest.raises(ValueError, match="splits must be"):
+        data.load("mnist", splits=("val",))
+
+
+def test_per_method_preprocessing_keeps_each_papers_scale():
+    """quant /256, spike_bp / hybrid /255 (CIFAR [-1, 1]), iir / proxy /255: bit-identical."""
+    x = np.random.default_rng(1).integers(0, 256, (2, 28, 28, 1), dtype=np.uint8)
+    f = x.astype(np.float32)
+    for method, want in (("quant", f / np.float32(256)), ("spike_bp", f / np.float32(255)),
+                         ("hybrid", f / np.float32(255)), ("iir", f / np.float32(255)),
+                         ("proxy", f / np.float32(255))):
+        for training in (True, False):
+            got = data.preprocess("fashion_mnist", x, training, method).numpy()
+            np.testing.assert_array_equal(got, want, err_msg=method)
+    c = np.random.default_rng(2).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    got = data.preprocess("cifar10", c, False, "hybrid").numpy()
+    np.testing.assert_array_equal(got, c.astype(np.float32) / np.float32(127.5) - 1)
+    assert data.preprocess("cifar10", c, True, "spike_bp").shape == (2, 32, 32, 3)
+    assert data.input_shape("cifar10", "spike_bp") == (32, 32, 3)
+    with pytest.raises(ValueError, match="does not support method 'iir'"):
+        data.preprocess("cifar10", c, False, "iir")
+
+
+def test_split_and_epoch_maker(isolated, monkeypatch):
+    make_idx_dir(isolated / "env" / "mnist", n_train=20, n_test=6)
+    monkeypatch.setenv("TFSNN_DATA_DIR", str(isolated / "env"))
+    train, val, test = data.split("mnist", validation_examples=4, max_test_examples=5)
+    assert len(train[0]) == 16 and len(val[0]) == 4 and len(test[0]) == 5
+    assert data.split("mnist")[1] is None
+    make = data.epoch_maker(*train, 8, 3, lambda b: data.preprocess("mnist", b, True))
+    import tensorflow as tf
+    a = [y.numpy().tolist() for _, y in make(tf.constant(1, tf.int64))]
+    b = [y.numpy().tolist() for _, y in make(tf.constant(1, tf.int64))]
+    assert a == b and sorted(sum(a, [])) == sorted(train[1].tolist())

@@ -10,8 +10,6 @@ import pytest
 
 from tfsnn.interop import portable
 
-from conftest import REPO
-
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("tensorflow_model_optimization") is None
     or importlib.util.find_spec("tf_keras") is None,
@@ -20,10 +18,9 @@ pytestmark = pytest.mark.skipif(
 LEGACY = textwrap.dedent("""
     import sys, numpy as np
     from tfsnn.interop import tfmot as bridge
-    sys.path.insert(0, sys.argv[3])
-    from conftest import MNIST_T10K
-    from tfsnn import data
-    x, _ = data._load_idx_split(MNIST_T10K, "test")
+    from tfsnn.training.tfmot import np_logits
+    from tfsnn.data import bundled
+    x, _ = bundled.mnist_test_split()
     x = x[:600].astype("float32") / 256.0
     qat = bridge.quantize_model(bridge.float_model(), k=int(sys.argv[2]))
     rng = np.random.default_rng(0)
@@ -34,7 +31,7 @@ LEGACY = textwrap.dedent("""
     for i in range(0, 600, 100):
         qat(x[i:i + 100], training=True)
     bridge.export_portable(qat, sys.argv[1] + "/p.npz", k=int(sys.argv[2]))
-    np.save(sys.argv[1] + "/logits.npy", bridge.np_logits(qat, x))
+    np.save(sys.argv[1] + "/logits.npy", np_logits(qat, x))
     acts = [l for l in qat.layers if l.name == "quant_act3"][0]
     import tf_keras
     sub = tf_keras.Model(qat.input, acts.output)
@@ -52,7 +49,7 @@ def run_legacy(code, *args):
 
 @pytest.mark.parametrize("k", [0, 1])
 def test_tfmot_forward_equals_tfsnn_keras3(tmp_path, mnist_test_split, k):
-    run_legacy(LEGACY, tmp_path, k, REPO / "tests")
+    run_legacy(LEGACY, tmp_path, k)
     arrays, meta = portable.read(tmp_path / "p.npz")
     assert meta == {"model": "all_int_lenet", "k": k, "use_ternary": True}
     model = portable.to_tfsnn(arrays, meta)

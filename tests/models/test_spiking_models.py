@@ -6,6 +6,9 @@ import tensorflow as tf
 
 from tfsnn.models import spiking as sm
 from tfsnn.layers.neurons import lif as nr
+from tfsnn.conversion.balancing import transfer_weights
+from tfsnn.layers.readouts import LeakyMeanReadout, SumReadout
+from tfsnn.layers.sequence import TimeFolded
 
 # Expected kernel counts (convs incl. 1x1 shortcuts + FCs incl. output).
 KERNELS = {"vgg5": 6, "vgg9": 10, "vgg11": 12, "vgg13": 13, "vgg16": 16, "resnet12": 15,
@@ -20,7 +23,7 @@ def test_twins_have_matching_kernels(name):
     ann = sm.ann(name, input_shape=small, fc_widths=fcs)
     snn = sm.snn(name, timesteps=3, input_shape=small, fc_widths=fcs)
     assert len(sm.kernel_layers(ann)) == KERNELS[name]
-    sm.transfer_weights(ann, snn)
+    transfer_weights(ann, snn)
     for a, s in zip(sm.kernel_layers(ann), sm.kernel_layers(snn)):
         np.testing.assert_array_equal(a.kernel.numpy(), s.kernel.numpy())
         assert not getattr(a, "use_bias", False) and not getattr(s, "use_bias", False)
@@ -30,7 +33,7 @@ def test_twins_have_matching_kernels(name):
     n_relu = sum(isinstance(l, keras.layers.ReLU) for l in ann.layers)
     assert spiking.count(main) == n_relu
     readout = snn.get_layer("readout")
-    assert isinstance(readout, nr.SumReadout if fam == "rathi" else nr.LeakyMeanReadout)
+    assert isinstance(readout, SumReadout if fam == "rathi" else LeakyMeanReadout)
 
 
 def test_paper_shapes_and_forward():
@@ -61,17 +64,17 @@ def test_snn_trains_end_to_end_and_roundtrips(tmp_path):
     snn.save(path)
     loaded = keras.models.load_model(path)
     assert [w.shape for w in loaded.weights] == [w.shape for w in snn.weights]
-    assert isinstance(loaded.get_layer("conv1"), nr.TimeFolded)
+    assert isinstance(loaded.get_layer("conv1"), TimeFolded)
 
 
 def test_time_folded_equals_per_frame():
     rng = np.random.default_rng(2)
     x = rng.random((2, 5, 6, 6, 3)).astype("float32")
     conv = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)
-    y = nr.TimeFolded(conv)(x)
+    y = TimeFolded(conv)(x)
     ref = np.stack([conv(x[:, t]).numpy() for t in range(5)], axis=1)
     np.testing.assert_allclose(y.numpy(), ref, rtol=1e-5, atol=1e-6)
-    assert nr.TimeFolded(keras.layers.Flatten())(x).shape == (2, 5, 108)
+    assert TimeFolded(keras.layers.Flatten())(x).shape == (2, 5, 108)
 
 
 def test_bad_names_and_args():

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfsnn.models import iir as M
 from tfsnn import runs
 from tfsnn.layers.filters import DualExpReadoutFilter
 from tfsnn.training import associative_memory as am
+from tfsnn.losses import FilteredMSE
 
 @pytest.fixture(scope="module")
 def patterns():
@@ -30,7 +30,7 @@ def test_filtered_mse_is_mse_of_filtered_trains():
     p = (rng.random((2, 30, 4)) < 0.2).astype(np.float32)
     f = DualExpReadoutFilter(8, 2)
     ref = np.mean((f(p).numpy() - f(y).numpy()) ** 2)
-    assert float(M.FilteredMSE()(y, p)) == pytest.approx(ref, rel=1e-6)
+    assert float(FilteredMSE()(y, p)) == pytest.approx(ref, rel=1e-6)
 
 
 def test_delay_and_corruption_model():

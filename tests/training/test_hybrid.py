@@ -7,7 +7,16 @@ from tfsnn.models import spiking as snn_models
 from tfsnn.layers import encoders as enc
 from tfsnn.layers.neurons import lif as nr
 from tfsnn.training import hybrid
+from tfsnn.conversion import balancing
+from tfsnn.layers.readouts import SumReadout
+from tfsnn.layers.sequence import TimeConstantDropout
+from tfsnn.training.schedules import step_decay
 
+
+
+def agreement(a, b):
+    """Fraction of rows whose argmax agrees."""
+    return float(np.mean(np.argmax(np.asarray(a), -1) == np.argmax(np.asarray(b), -1)))
 
 def mlp(widths, n_in, spiking, leak=1.0, dropout=0.0, seed=0):
     keras.utils.set_random_seed(seed)
@@ -17,10 +26,10 @@ def mlp(widths, n_in, spiking, leak=1.0, dropout=0.0, seed=0):
         h = keras.layers.Dense(u, use_bias=False, name=f"fc{i}")(h)
         h = nr.RathiNeuron(leak=leak, name=f"s{i}")(h) if spiking else keras.layers.ReLU()(h)
         if dropout:
-            h = (nr.TimeConstantDropout(dropout) if spiking else keras.layers.Dropout(dropout))(h)
+            h = (TimeConstantDropout(dropout) if spiking else keras.layers.Dropout(dropout))(h)
     h = keras.layers.Dense(widths[-1], use_bias=False, name="out")(h)
     if spiking:
-        h = nr.SumReadout()(h)
+        h = SumReadout()(h)
     return keras.Model(inp, h)
 
 
@@ -42,7 +51,7 @@ def test_balance_matches_layer_by_layer_numpy_simulation():
         layer.kernel.assign(np.abs(rng.normal(0.2, 0.5, layer.kernel.shape)).astype("float32"))
     x = rng.uniform(-1, 1, (20, 5)).astype("float32")
     seq = enc.poisson_encode(x, 40, signed=True, seed=(5, 6))
-    found = hybrid.balance_thresholds(snn, sequences=seq, scale=0.7, batch_size=7)
+    found = balancing.balance_thresholds(snn, sequences=seq, scale=0.7, batch_size=7)
     w = [k.kernel.numpy().astype(np.float64) for k in snn_models.kernel_layers(snn)]
     i1 = seq.numpy().astype(np.float64) @ w[0]
     th1 = i1.max()
@@ -53,7 +62,7 @@ def test_balance_matches_layer_by_layer_numpy_simulation():
     assert float(snn.get_layer("s0").theta.numpy()) == pytest.approx(0.7 * th1, rel=1e-5)
     assert float(snn.get_layer("s1").theta.numpy()) == pytest.approx(0.7 * th2, rel=1e-5)
     assert snn.get_layer("s0").leak == 0.9, "leak restored after balancing"
-    p = hybrid.balance_thresholds(snn, sequences=seq, scale=1.0, stat=100)
+    p = balancing.balance_thresholds(snn, sequences=seq, scale=1.0, stat=100)
     assert p["s0"] == pytest.approx(th1, rel=1e-5)
 
 
@@ -62,9 +71,9 @@ def test_hybrid_agreement_with_ann_rises_with_timesteps():
     snn = mlp([128, 128, 10], 32, spiking=True, seed=3)
     x = np.random.default_rng(0).uniform(-1, 1, (256, 32)).astype("float32")
     y = ann(x).numpy()
-    hybrid.convert(ann, snn, sequences=enc.poisson_encode(x, 200, signed=True, seed=(1, 2)),
+    balancing.convert(ann, snn, sequences=enc.poisson_encode(x, 200, signed=True, seed=(1, 2)),
                    scale=0.7)
-    agree = {t: hybrid.agreement(snn(enc.poisson_encode(x, t, signed=True, seed=(3, t))), y)
+    agree = {t: agreement(snn(enc.poisson_encode(x, t, signed=True, seed=(3, t))), y)
              for t in (25, 100, 400)}
     assert agree[400] >= 0.9
     # rate * theta of the first hidden layer tracks the ANN's (clipped) activation at large T
@@ -82,9 +91,9 @@ def test_convert_model_with_encoder_and_save_load(tmp_path):
     for layer in snn_models.kernel_layers(ann):  # all-positive: every layer stays active
         layer.kernel.assign(np.abs(layer.kernel.numpy()))
     images = np.random.default_rng(1).uniform(0, 1, (4, 8, 8, 3)).astype("float32")
-    neurons_ = [n.name for n in hybrid.spiking_layers(snn)]
+    neurons_ = [n.name for n in balancing.spiking_layers(snn)]
     assert len(neurons_) == 3 + 2 * 4  # stem + two per block, block outputs included
-    found = hybrid.convert(ann, snn, images=images, scale=0.5, timesteps=24,
+    found = balancing.convert(ann, snn, images=images, scale=0.5, timesteps=24,
                            batch_size=3, seed=(1, 1))
     assert set(found) == set(neurons_) and all(v > 0 for v in found.values())
     path = tmp_path / "snn.keras"
@@ -93,14 +102,14 @@ def test_convert_model_with_encoder_and_save_load(tmp_path):
     for name, th in found.items():
         assert float(loaded.get_layer(name).theta.numpy()) == pytest.approx(0.5 * th)
     with pytest.raises(ValueError, match="exactly one"):
-        hybrid.balance_thresholds(snn)
+        balancing.balance_thresholds(snn)
 
 
 def test_transfer_weights_rejects_mismatch():
     with pytest.raises(ValueError, match="kernel"):
-        snn_models.transfer_weights(mlp([8, 3], 5, False), mlp([8, 6, 3], 5, True))
+        balancing.transfer_weights(mlp([8, 3], 5, False), mlp([8, 6, 3], 5, True))
     with pytest.raises(ValueError, match="shape mismatch"):
-        snn_models.transfer_weights(mlp([8, 3], 5, False), mlp([7, 3], 5, True))
+        balancing.transfer_weights(mlp([8, 3], 5, False), mlp([7, 3], 5, True))
 
 
 def test_fine_tuning_smoke_lowers_loss():
@@ -112,8 +121,8 @@ def test_fine_tuning_smoke_lowers_loss():
     ann.fit(x, labels, epochs=20, batch_size=32, verbose=0)
     snn = mlp([32, 2], 16, spiking=True, seed=1)
     seq = enc.poisson_encode(x, 20, signed=True, seed=(1, 2))
-    hybrid.convert(ann, snn, sequences=seq, scale=0.7)
-    hybrid.compile_for_fine_tuning(snn, learning_rate=hybrid.step_decay(3e-3, 4, 4))
+    balancing.convert(ann, snn, sequences=seq, scale=0.7)
+    hybrid.compile_for_fine_tuning(snn, learning_rate=step_decay(3e-3, 4, 4))
     before = snn.evaluate(seq, labels, verbose=0, return_dict=True)
     hist = snn.fit(seq, labels, epochs=4, batch_size=32, verbose=0, shuffle=False)
     after = snn.evaluate(seq, labels, verbose=0, return_dict=True)
@@ -125,6 +134,6 @@ def test_fine_tuning_smoke_lowers_loss():
 
 
 def test_step_decay():
-    sched = hybrid.step_decay(1e-4, epochs=10, steps_per_epoch=5, reduce=10)
+    sched = step_decay(1e-4, epochs=10, steps_per_epoch=5, reduce=10)
     lrs = [float(sched(s)) for s in (0, 29, 30, 39, 40, 44, 45, 49)]
     np.testing.assert_allclose(lrs, [1e-4, 1e-4, 1e-5, 1e-5, 1e-6, 1e-6, 1e-7, 1e-7], rtol=1e-5)

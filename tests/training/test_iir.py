@@ -11,6 +11,10 @@ from tfsnn.models import iir as M
 from tfsnn import runs
 from tfsnn.layers.neurons import iir
 from tfsnn.training import iir as train_iir
+from tfsnn.training.schedules import multistep_lr
+from tfsnn.losses import FilteredMSE
+
+from references import stepwise_mlp
 
 D4 = math.exp(-1 / 4)
 
@@ -134,7 +138,7 @@ def test_mlp_fold_time_equals_step_by_step():
     x = tf.constant(np.random.default_rng(4).random((5, 28, 28, 1)), tf.float32)
     with tf.GradientTape(persistent=True) as tape:
         folded = m(x, training=False)
-        step = M.stepwise_mlp(m, x)
+        step = stepwise_mlp(m, x)
         lf = tf.reduce_sum(folded * tf.range(10, dtype=tf.float32))
         ls = tf.reduce_sum(step * tf.range(10, dtype=tf.float32))
     np.testing.assert_array_equal(folded.numpy(), step.numpy())
@@ -198,7 +202,7 @@ def test_train_flags_are_validated():
 
 
 def test_multistep_schedule():
-    s = train_iir.multistep_lr(1e-4, [2, 4], 0.1, 10)
+    s = multistep_lr(1e-4, [2, 4], 0.1, 10)
     lrs = [float(s(i)) for i in (0, 19, 20, 39, 40)]
     np.testing.assert_allclose(lrs, [1e-4, 1e-4, 1e-5, 1e-5, 1e-6], rtol=1e-5)
 
@@ -242,7 +246,7 @@ def test_import_tfsnn_registers_everything_a_saved_model_holds(tmp_path):
     import subprocess
     import sys
     m = M.associative_memory_net(timesteps=6, channels=4, widths=(3, 2, 3), filter_radius=0.95)
-    m.compile("adam", M.FilteredMSE())
+    m.compile("adam", FilteredMSE())
     m.save(tmp_path / "m.keras")
     code = ("import sys, tfsnn, keras; m = keras.models.load_model(sys.argv[1]); "
             "print(type(m.loss).__name__, m.get_layer('synapse2').max_radius)")

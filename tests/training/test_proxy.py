@@ -7,15 +7,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfsnn.models import iir as M
 from tfsnn import runs
-from tfsnn.layers.neurons import iir
 from tfsnn.training import proxy
+from tfsnn import metrics
+from tfsnn.layers.neurons import proxy as proxy_layers
+from tfsnn.models import proxy as proxy_models
 
 
 def test_if_count_staircase():
     currents = np.array([0.3, 0.5, 0.7, 1.5, 1.9, 2.0, 3.0, 0.0, -0.5, -3.0], np.float32)
-    s = iir.if_spikes(np.broadcast_to(currents, (1, 15, 10)), threshold=2.0).numpy()
+    s = proxy_layers.if_spikes(np.broadcast_to(currents, (1, 15, 10)), threshold=2.0).numpy()
     counts = s.sum(1)[0]
     np.testing.assert_array_equal(counts, [2, 3, 5, 7, 7, 15, 15, 0, 0, 0])
     for i, c in zip(currents[:7], counts[:7]):
@@ -26,7 +27,7 @@ def test_if_count_staircase():
 
 def small_net(seed=0, threshold=0.5, width=4, **kw):
     keras.utils.set_random_seed(seed)
-    return M.ProxyNet(width=width, timesteps=6, threshold=threshold, **kw)
+    return proxy_models.ProxyNet(width=width, timesteps=6, threshold=threshold, **kw)
 
 
 def batch(seed=1, n=6):
@@ -111,7 +112,7 @@ def test_bn_statistics_separate_then_frozen():
 def test_time_axis_bn_equals_per_step_updates():
     rng = np.random.default_rng(3)
     x = tf.constant(rng.normal(2.0, 3.0, (5, 4, 3, 3, 2)), tf.float32)
-    a, b = iir.ProxyBatchNorm(), iir.ProxyBatchNorm()
+    a, b = proxy_layers.ProxyBatchNorm(), proxy_layers.ProxyBatchNorm()
     ya = a(x, branch="snn", batch_stats=True, time_axis=True)
     yb = tf.stack([b(x[:, t], branch="snn", batch_stats=True) for t in range(4)], 1)
     np.testing.assert_allclose(ya.numpy(), yb.numpy(), atol=1e-5)
@@ -119,7 +120,7 @@ def test_time_axis_bn_equals_per_step_updates():
     np.testing.assert_allclose(a.snn_var.numpy(), b.snn_var.numpy(), atol=1e-5)
     np.testing.assert_array_equal(a.ann_mean.numpy(), [0, 0])
     # one PyTorch update: momentum 0.1, unbiased variance
-    c = iir.ProxyBatchNorm()
+    c = proxy_layers.ProxyBatchNorm()
     x0 = x[:, 0]
     c(x0, branch="ann", batch_stats=True)
     flat = x0.numpy().reshape(-1, 2)
@@ -137,15 +138,15 @@ def test_max_pool_of_spikes_is_or():
 def test_strict_argmax_and_lenient_metrics_on_ties():
     counts = tf.constant([[0, 0, 0], [2, 2, 0], [0, 3, 1], [1, 0, 1], [0, 1, 1]], tf.float32)
     labels = tf.constant([0, 0, 1, 2, 2])
-    np.testing.assert_array_equal(M.strict_accuracy(labels, counts).numpy(), [0, 0, 1, 0, 0])
-    np.testing.assert_array_equal(M.argmax_accuracy(labels, counts).numpy(), [1, 1, 1, 0, 0])
-    np.testing.assert_array_equal(M.lenient_accuracy(labels, counts).numpy(), [1, 1, 1, 1, 1])
-    np.testing.assert_array_equal(M.strict_accuracy(tf.one_hot(labels, 3), counts).numpy(),
+    np.testing.assert_array_equal(metrics.strict_accuracy(labels, counts).numpy(), [0, 0, 1, 0, 0])
+    np.testing.assert_array_equal(metrics.argmax_accuracy(labels, counts).numpy(), [1, 1, 1, 0, 0])
+    np.testing.assert_array_equal(metrics.lenient_accuracy(labels, counts).numpy(), [1, 1, 1, 1, 1])
+    np.testing.assert_array_equal(metrics.strict_accuracy(tf.one_hot(labels, 3), counts).numpy(),
                                   [0, 0, 1, 0, 0])
 
 
 def test_parameter_count_and_round_trip(tmp_path):
-    assert sum(int(np.prod(v.shape)) for v in M.proxy_fashion_mnist().trainable_variables) \
+    assert sum(int(np.prod(v.shape)) for v in proxy_models.proxy_fashion_mnist().trainable_variables) \
         == 19_599_744
     m = small_net()
     m.compile(optimizer=keras.optimizers.Adam(1e-3))

@@ -60,7 +60,7 @@ def test_callback_writes_expected_tags(tmp_path):
 
 
 def test_simulation_views(tmp_path, mnist_test_split):
-    from tfsnn import convert, simulate
+    from tfsnn import conversion as convert, simulation as simulate
     x = mnist_test_split[0][:40].astype(np.float32) / 256.0
     y = mnist_test_split[1][:40]
     ann = models.all_int_model("all_int_lenet", k=0)

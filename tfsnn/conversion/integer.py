@@ -31,9 +31,9 @@ The table holds ``num_levels`` (default ``timesteps``) thresholds per channel: e
 """
 import numpy as np
 import keras
-import tensorflow as tf
 
 from tfsnn import quantizers as q
+from tfsnn.integers import check_integer
 from tfsnn.layers.quant import QuantActivation, QuantConv2D, QuantDense
 from tfsnn.conversion.thresholds import (_bn_params, encoder_thresholds, float_thresholds,
                                          int_thresholds)
@@ -109,12 +109,10 @@ def convert(model, k=None, use_int=True, timesteps=None, num_levels=None, name=N
     blocks, out, model_k = parse_model(model)
     if k is None:
         k = model_k
-    if int(k) != k or k < 0:
-        raise ValueError(f"k must be an integer >= 0, got {k!r}")
+    k = check_integer(k, "k", 0)
     if k != model_k:
         raise ValueError(f"k={k} does not match the model's hidden quantizers (k={model_k}); "
                          "the SNN thresholds must use the k the ANN was trained with")
-    k = int(k)
     timesteps = default_timesteps(k) if timesteps is None else int(timesteps)
     if timesteps < 1:
         raise ValueError(f"timesteps must be >= 1, got {timesteps!r}")
@@ -157,28 +155,6 @@ def convert(model, k=None, use_int=True, timesteps=None, num_levels=None, name=N
     for layer, w in weights:
         layer.set_weights(w)
     return snn
-
-
-# ----------------------------------------------------------------------------- thresholds
-
-
-# ----------------------------------------------------------------------------- reference
-
-def ann_levels(snn, images):
-    """The quantized ANN in threshold form, evaluated with the SNN's own weights and thresholds.
-
-    Returns ``(levels, logits)``: ``levels`` a list (encoder first) of int32 ``[B, H, W, C]``
-    spike-count targets (``2^k`` x the ANN activations; the encoder's in events x amplitude, i.e.
-    also ``2^k a_1``), ``logits`` float32 ``[B, classes]`` (``2^k`` x the ANN's).
-    """
-    enc, hidden, out = split_snn(snn)
-    lev = enc.level(images) * enc.amplitude
-    levels = [lev]
-    for layer in hidden:
-        lev = layer.levels_from_counts(lev)
-        levels.append(lev)
-    flat = tf.reshape(tf.cast(lev, tf.float32), [tf.shape(lev)[0], -1])
-    return levels, tf.matmul(flat, tf.cast(out.kernel, tf.float32))
 
 
 def split_snn(snn):

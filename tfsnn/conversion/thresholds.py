@@ -9,8 +9,6 @@
 import numpy as np
 import tensorflow as tf
 
-from tfsnn import quantizers as q
-
 INT_NEVER, INT_ALWAYS = np.iinfo(np.int32).max, np.iinfo(np.int32).min
 
 

@@ -1,16 +1,16 @@
-"""Datasets, offline first, and their tf.data pipelines.
+"""Loading a registered dataset, offline first.
 
-``load(name)`` looks in order in ``$TFSNN_DATA_DIR/<name>/``, ``data/<name>/`` (relative to the
-working directory), ``/usr/share/datasets/<name>/`` (Debian dataset packages), the Keras cache
-(``~/.keras/datasets``), and only then downloads with ``keras.datasets``. Directory names are
-tried with ``_`` and ``-`` (``fashion_mnist`` / ``fashion-mnist``). A dataset found nowhere raises
+``load(name)`` looks in order in ``$TFSNN_DATA_DIR``, ``data/`` (relative to the working
+directory) and ``/usr/share/datasets`` (Debian dataset packages), under each at every directory
+name of the record (``fashion_mnist`` / ``fashion-mnist``) and at ``<dir>.npz``; then in the
+Keras cache (``~/.keras/datasets``), then the files bundled with tfsnn (the MNIST test split),
+and only then downloads (``keras.datasets``). A dataset found nowhere raises
 ``DatasetNotFoundError`` listing every place looked at and how to get it.
 
-Accepted files per directory: the four IDX files (``train-images-idx3-ubyte[.gz]`` ...) for
-MNIST / Fashion-MNIST, or ``<name>.npz`` with ``x_train, y_train, x_test, y_test``; for CIFAR-10
-``cifar-10-batches-py/`` (the python pickles) or ``cifar10.npz``.
-
-Images come back as uint8 ``[N, H, W, C]`` and labels as int64 ``[N]``.
+Formats (the record's ``formats``, tried in order in a directory): ``npz`` (``<dir>.npz`` with
+``x_train, y_train, x_test, y_test``), ``idx`` (the four MNIST IDX files, optionally gzipped),
+``cifar_pickles`` (``cifar-10-batches-py/`` or its files). Images come back as uint8
+``[N, H, W, C]`` and labels as int64 ``[N]``.
 """
 import gzip
 import os
@@ -19,50 +19,40 @@ import struct
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
-DATASETS = {
-    "mnist": dict(shape=(28, 28, 1), classes=10),
-    "fashion_mnist": dict(shape=(28, 28, 1), classes=10),
-    "cifar10": dict(shape=(32, 32, 3), classes=10),
-}
+from tfsnn.data import registry
+
 IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-HOW_TO_GET = {
-    "fashion_mnist": "apt-get install dataset-fashion-mnist (Debian), or connect to the internet "
-                     "so keras.datasets can download it",
-    "mnist": "put the four IDX files in data/mnist/ or $TFSNN_DATA_DIR/mnist/, or connect to the "
-             "internet so keras.datasets can download it",
-    "cifar10": "put cifar-10-batches-py/ in data/cifar10/ or $TFSNN_DATA_DIR/cifar10/, or connect "
-               "to the internet so keras.datasets can download it",
-}
-CIFAR_CROP = 24
 
 
 class DatasetNotFoundError(FileNotFoundError):
     """No copy of a dataset was found and none could be downloaded."""
 
 
-def check_name(name):
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
+def check_name(name, method=None):
+    """The dataset's record; ValueError if ``name`` is unknown or does not support ``method``."""
+    record = registry.get(name)
+    if method is not None:
+        record.preprocessor(method)
+    return record
 
 
 def search_dirs(name):
-    """The directories ``load`` looks in, in order (before the Keras cache and download)."""
-    check_name(name)
-    names = dict.fromkeys([name, name.replace("_", "-")])
-    roots = []
-    if os.environ.get("TFSNN_DATA_DIR"):
-        roots.append(Path(os.environ["TFSNN_DATA_DIR"]))
+    """The places ``load`` looks in first, in order (before the Keras cache, bundled files and
+    download): per root, each directory name of the record, then ``<dir>.npz`` if npz is a
+    format."""
+    record = registry.get(name)
+    roots = [Path(os.environ["TFSNN_DATA_DIR"])] if os.environ.get("TFSNN_DATA_DIR") else []
     roots += [Path("data"), Path("/usr/share/datasets")]
-    return [root / n for root in roots for n in names]
+    npz = [f"{d}.npz" for d in record.dirs] if "npz" in record.formats else []
+    return [root / n for root in roots for n in (*record.dirs, *npz)]
 
 
 def keras_cache_paths(name):
+    """The record's ``keras_cache`` paths under ``$KERAS_HOME/datasets``."""
     base = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
-    return {"mnist": [base / "mnist.npz"], "fashion_mnist": [base / "fashion-mnist"],
-            "cifar10": [base / "cifar-10-batches-py", base / "cifar-10-batches-py-target"]}[name]
+    return [base / p for p in registry.get(name).keras_cache]
 
 
 def read_idx(path):
@@ -85,6 +75,7 @@ def _find(directory, stem):
 
 
 def _load_idx_split(directory, split):
+    """One split from IDX files in ``directory``: ``(uint8 [N, H, W, 1], int64 [N])`` or None."""
     img, lab = (_find(directory, s) for s in IDX_FILES[split])
     if img is None or lab is None:
         return None
@@ -111,174 +102,99 @@ def _load_cifar_dir(directory):
 def _load_npz(path):
     with np.load(path) as d:
         out = {}
-        for split in ("train", "test"):
+        for split in registry.SPLITS:
             if f"x_{split}" in d:
-                x = d[f"x_{split}"]
-                out[split] = (x[..., None] if x.ndim == 3 else x,
-                              d[f"y_{split}"].reshape(-1).astype(np.int64))
+                out[split] = _fix(d[f"x_{split}"], d[f"y_{split}"])
         return out
 
 
-def _load_dir(name, directory):
-    """Splits found in one directory: ``{"train": (x, y), "test": (x, y)}`` (possibly partial)."""
-    if not directory.exists():
-        return {}
-    if directory.is_file() and directory.suffix == ".npz":
-        return _load_npz(directory)
-    for npz in (directory / f"{name}.npz", directory / f"{name.replace('_', '-')}.npz"):
-        if npz.is_file():
-            return _load_npz(npz)
-    if name == "cifar10":
-        for d in (directory, directory / "cifar-10-batches-py"):
-            found = _load_cifar_dir(d)
-            if found:
-                return found
-        return {}
+def _fix(x, y):
+    """uint8 ``[N, H, W, C]`` (a channel axis added to ``[N, H, W]``), int64 labels ``[N]``."""
+    x = np.asarray(x)
+    return (x[..., None] if x.ndim == 3 else x), np.asarray(y).reshape(-1).astype(np.int64)
+
+
+def _read_npz(record, directory):
+    for d in record.dirs:
+        if (directory / f"{d}.npz").is_file():
+            return _load_npz(directory / f"{d}.npz")
+    return {}
+
+
+def _read_idx(record, directory):
     return {s: v for s in IDX_FILES if (v := _load_idx_split(directory, s)) is not None}
 
 
+def _read_cifar_pickles(record, directory):
+    for d in (directory, directory / "cifar-10-batches-py"):
+        found = _load_cifar_dir(d)
+        if found:
+            return found
+    return {}
+
+
+READERS = {"npz": _read_npz, "idx": _read_idx, "cifar_pickles": _read_cifar_pickles}
+
+
+def _load_dir(record, place):
+    """Splits found at one place: ``{"train": (x, y), "test": (x, y)}`` (possibly partial)."""
+    if not place.exists():
+        return {}
+    if place.is_file():
+        return _load_npz(place) if place.suffix == ".npz" else {}
+    for fmt in record.formats:
+        found = READERS[fmt](record, place)
+        if found:
+            return found
+    return {}
+
+
+def _label(fn):
+    name = getattr(fn, "__qualname__", None)
+    return f"{fn.__module__}.{name}()" if name else str(fn)
+
+
 def load(name, splits=("train", "test"), download=True):
-    """Load a dataset offline first.
+    """Load a registered dataset offline first.
 
     Args:
-      name: ``"mnist"``, ``"fashion_mnist"`` or ``"cifar10"``.
-      splits: which splits are needed; a directory is used only if it holds all of them
+      name: a name of ``tfsnn.data.names()`` (``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``...).
+      splits: which splits are needed; a place is used only if it holds all of them
         (so a directory with just the MNIST test split serves ``splits=("test",)``).
-      download: allow ``keras.datasets`` to download as the last resort.
+      download: allow the record's download hook (``keras.datasets``) as the last resort.
     Returns:
       A tuple with one ``(images uint8 [N,H,W,C], labels int64 [N])`` per requested split.
     Raises:
+      ValueError: unknown ``name`` or bad ``splits``.
       DatasetNotFoundError: listing every place looked at and how to get the data.
     """
-    check_name(name)
-    bad = set(splits) - set(IDX_FILES)
+    record = registry.get(name)
+    bad = set(splits) - set(registry.SPLITS)
     if bad or not splits:
-        raise ValueError(f"splits must be a non-empty subset of {sorted(IDX_FILES)}, got {splits!r}")
+        raise ValueError(f"splits must be a non-empty subset of {list(registry.SPLITS)}, "
+                         f"got {splits!r}")
     looked = []
-    for directory in search_dirs(name) + keras_cache_paths(name):
-        looked.append(str(directory))
-        found = _load_dir(name, directory)
+    for place in search_dirs(name) + keras_cache_paths(name):
+        looked.append(str(place))
+        found = _load_dir(record, place)
         if all(s in found for s in splits):
             return tuple(found[s] for s in splits)
-    if download:
-        looked.append(f"keras.datasets.{name}.load_data() (download)")
+    if record.bundled:
+        fns = dict(record.bundled)
+        looked.append(", ".join(_label(fn) for fn in fns.values())
+                      + f" (bundled with tfsnn: {'/'.join(fns)} split only)")
+        if all(s in fns for s in splits):
+            return tuple(_fix(*fns[s]()) for s in splits)
+    if download and record.download is not None:
+        looked.append(f"{_label(record.download)} (download)")
         try:
-            import keras
-            (xtr, ytr), (xte, yte) = getattr(keras.datasets, name).load_data()
-            fix = (lambda x: x[..., None] if x.ndim == 3 else x)
-            got = {"train": (fix(xtr), ytr.reshape(-1).astype(np.int64)),
-                   "test": (fix(xte), yte.reshape(-1).astype(np.int64))}
+            (xtr, ytr), (xte, yte) = record.download()
+            got = {"train": _fix(xtr, ytr), "test": _fix(xte, yte)}
             return tuple(got[s] for s in splits)
         except Exception as e:  # no internet here: fall through to the clear error
-            looked[-1] += f" failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
+            first = (str(e).splitlines() or [""])[0][:120]
+            looked[-1] += f" failed: {type(e).__name__}: {first}"
     raise DatasetNotFoundError(
         f"dataset {name!r} (splits {list(splits)}) not found. Looked in:\n  - "
-        + "\n  - ".join(looked) + f"\nTo get it: {HOW_TO_GET[name]}. "
-        "Or point $TFSNN_DATA_DIR at a directory holding <name>/ with the files.")
-
-
-# --------------------------------------------------------------------------- preprocessing
-
-def preprocess(name, images, training):
-    """Spec preprocessing of a batch of uint8 images ``[B,H,W,C]`` -> float32.
-
-    MNIST / Fashion-MNIST: ``pixels / 256`` (in [0, 0.996]). CIFAR-10: random 24x24 crop,
-    horizontal flip, brightness (max delta 63), contrast [0.2, 1.8] and per-image
-    standardization when training; central 24x24 crop and standardization otherwise.
-    """
-    x = tf.cast(images, tf.float32)
-    if name != "cifar10":
-        return x / 256.0
-    if training:
-        b = tf.shape(x)[0]
-        x = tf.image.random_crop(x, tf.stack([b, CIFAR_CROP, CIFAR_CROP, 3]))
-        x = tf.map_fn(_cifar_color_augment, x)
-    else:
-        x = tf.image.resize_with_crop_or_pad(x, CIFAR_CROP, CIFAR_CROP)
-    return tf.image.per_image_standardization(x)
-
-
-def _cifar_color_augment(img):
-    img = tf.image.random_flip_left_right(img)
-    img = tf.image.random_brightness(img, max_delta=63)
-    return tf.image.random_contrast(img, 0.2, 1.8)
-
-
-def input_shape(name):
-    """Model input shape after preprocessing (CIFAR-10 is cropped to 24x24)."""
-    check_name(name)
-    return (CIFAR_CROP, CIFAR_CROP, 3) if name == "cifar10" else DATASETS[name]["shape"]
-
-
-def pipeline(name, images, labels, batch_size, training, seed=None, drop_remainder=False):
-    """A batched ``tf.data.Dataset`` of ``(float32 images, int64 labels)`` of dataset ``name``.
-
-    Shuffles (reshuffling every epoch, seeded by ``seed``) when ``training``; preprocessing
-    (``preprocess(name, batch, training)``) runs per batch after batching; prefetches.
-    """
-    fn = lambda x: preprocess(name, x, training)  # noqa: E731
-    if not training:
-        return batches(images, labels, batch_size, fn, drop_remainder)
-    ds = tf.data.Dataset.from_tensor_slices((images, labels))
-    ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    return _map_batches(ds.batch(batch_size, drop_remainder=drop_remainder), fn)
-
-
-def batches(images, labels, batch_size, preprocess_fn, drop_remainder=False):
-    """Unshuffled ``(preprocess_fn(uint8 batch [B, ...]), labels)`` batches, prefetched (for
-    evaluation with a method's own preprocessing)."""
-    ds = tf.data.Dataset.from_tensor_slices((images, labels))
-    return _map_batches(ds.batch(batch_size, drop_remainder=drop_remainder), preprocess_fn)
-
-
-def _map_batches(ds, fn):
-    ds = ds.map(lambda x, y: (fn(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def split(name, validation_examples=0, max_train_examples=0, max_test_examples=0):
-    """``(train, val_or_None, test)`` ``(images, labels)`` arrays of a dataset.
-
-    ``val`` is the last ``validation_examples`` images of the training split (at most a fifth of
-    it); ``max_*_examples`` keep the first N of the (remaining) train / test images (0 = all).
-    """
-    (x, y), test = load(name)
-    nval = min(validation_examples, len(x) // 5)
-    train, val = (x[:len(x) - nval], y[:len(x) - nval]), (x[len(x) - nval:], y[len(x) - nval:])
-    if max_train_examples:
-        train = tuple(a[:max_train_examples] for a in train)
-    if max_test_examples:
-        test = tuple(a[:max_test_examples] for a in test)
-    return train, (val if nval else None), test
-
-
-def split_run(c):
-    """``split`` per a run config's ``dataset``, ``validation_examples``,
-    ``max_train_examples`` and ``max_test_examples``."""
-    return split(c["dataset"], c["validation_examples"], c["max_train_examples"],
-                 c["max_test_examples"])
-
-
-def epoch_maker(x, y, batch_size, seed, preprocess_fn, drop_remainder=False,
-                with_indices=False):
-    """``epoch (int64 tensor) -> dataset`` of one epoch's ``(preprocess_fn(images), labels)``.
-
-    The permutation depends only on ``(seed, epoch)``, so a resumed run sees exactly the batches
-    of an uninterrupted one (see ``tfsnn.runs.epoch_dataset``). ``with_indices``: call
-    ``preprocess_fn(images, indices [B], epoch)`` instead, for per-image random augmentation
-    keyed by (image, epoch).
-    """
-    x, y = tf.constant(x), tf.constant(y)
-    n = int(x.shape[0])
-
-    def make(epoch):
-        perm = tf.random.experimental.stateless_shuffle(
-            tf.range(n), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-
-        def batch(i):
-            images = tf.gather(x, i)
-            images = preprocess_fn(images, i, epoch) if with_indices else preprocess_fn(images)
-            return images, tf.gather(y, i)
-        return tf.data.Dataset.from_tensor_slices(perm).batch(
-            batch_size, drop_remainder=drop_remainder).map(batch)
-    return make
+        + "\n  - ".join(looked) + f"\nTo get it: {record.how_to_get}. "
+        "Or point $TFSNN_DATA_DIR at a directory holding <name>/ with the files (or <name>.npz).")

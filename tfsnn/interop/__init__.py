@@ -3,5 +3,8 @@
 * ``tfsnn.interop.portable``: the framework-neutral form of a trained ALL_INT ANN (an ``.npz``
   of kernels and BN parameters) and its loader into a tfsnn Keras 3 model.
 * ``tfsnn.interop.tfmot``: tensorflow-model-optimization (Keras 2, ``tf_keras``) QAT with tfsnn's
-  quantizers; needs ``pip install tfsnn[tfmot]`` and ``TF_USE_LEGACY_KERAS=1``.
+  quantizers; needs ``pip install tfsnn[tfmot]`` and ``TF_USE_LEGACY_KERAS=1``. The training
+  procedure that uses it is ``tfsnn.training.tfmot``.
+
+Bridges only: nothing here imports ``tfsnn.training``.
 """

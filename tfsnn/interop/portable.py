@@ -10,6 +10,8 @@ import json
 
 import numpy as np
 
+from tfsnn.models import all_int as models
+
 BN_KEYS = ("gamma", "beta", "moving_mean", "moving_variance")
 
 
@@ -40,7 +42,6 @@ def from_tfsnn(model):
 
 def to_tfsnn(arrays, meta):
     """A tfsnn Keras 3 ALL_INT model holding the portable arrays (quantized, per ``meta``)."""
-    from tfsnn.models import all_int as models
     model = models.all_int_model(meta["model"], k=meta["k"], ternary=meta["use_ternary"])
     used = set()
     for layer in model.layers:

@@ -4,6 +4,7 @@ tfmot only runs on Keras 2. This module applies tfsnn's own quantizer functions
 (``tfsnn.quantizers.ternary``, ``k_level``, ``first_layer``: the same TF code the Keras 3 layers
 run) to ``tf_keras`` layers through tfmot's ``Quantizer`` / ``QuantizeConfig`` API, and exports the
 trained model in tfsnn's portable form (``tfsnn.interop.portable``) for conversion to an SNN.
+The training procedure around it is ``tfsnn.training.tfmot``.
 
 Needs ``pip install tfsnn[tfmot]`` and ``TF_USE_LEGACY_KERAS=1`` set before TensorFlow is
 imported; otherwise importing this module raises one ImportError saying how to enable it.
@@ -21,11 +22,12 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError(f"{e}. " + _HOW) from e
 
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfsnn import quantizers as q  # noqa: E402
+from tfsnn.integers import check_integer  # noqa: E402
 from tfsnn.interop import portable  # noqa: E402
+from tfsnn.layers.quant import CONV_INIT, DENSE_INIT  # noqa: E402
 from tfsnn.models.all_int import ALL_INT_ARCHS  # noqa: E402
 
 if tf.keras is not tf_keras and getattr(tf.keras, "__name__", "").startswith("keras."):
@@ -153,15 +155,13 @@ def float_model(name="all_int_lenet", num_classes=10):
     x = inputs = tf_keras.Input(arch["input_shape"], name="image")
     for i, (filters, size, stride, padding) in enumerate(arch["convs"], start=1):
         x = tf_keras.layers.Conv2D(filters, size, stride, padding, use_bias=False, name=f"conv{i}",
-                                   kernel_initializer=tf_keras.initializers.TruncatedNormal(
-                                       stddev=0.02))(x)
+                                   kernel_initializer=tf_keras.initializers.get(CONV_INIT))(x)
         x = tf_keras.layers.BatchNormalization(
             momentum=0.9, epsilon=1e-5, name=f"act{i}",
             gamma_initializer=tf_keras.initializers.RandomNormal(1.0, 0.002))(x)
     x = tf_keras.layers.Flatten(name="flatten")(x)
     outputs = tf_keras.layers.Dense(num_classes, use_bias=False, name="output",
-                                    kernel_initializer=tf_keras.initializers.TruncatedNormal(
-                                        stddev=0.1))(x)
+                                    kernel_initializer=tf_keras.initializers.get(DENSE_INIT))(x)
     return tf_keras.Model(inputs, outputs, name=name)
 
 
@@ -172,8 +172,7 @@ def quantize_model(model, k=0, ternary=True):
     its output quantized (``first_layer`` for act1, ``k_level`` with ``k`` otherwise, ReLU
     included). Returns the tfmot-quantized ``tf_keras`` model (layers wrapped as ``quant_<name>``).
     """
-    if int(k) != k or k < 0:
-        raise ValueError(f"k must be an integer >= 0, got {k!r}")
+    k = check_integer(k, "k", 0)
 
     def annotate(layer):
         name = layer.name
@@ -213,70 +212,3 @@ def export_portable(qat_model, path, name="all_int_lenet", k=0, ternary=True):
     portable.save(path, portable_arrays(qat_model), name, k, ternary)
     return path
 
-
-def compile_model(model, learning_rate=1e-3, decay_steps=None):
-    """Compile a tf_keras model with the tfsnn recipe (Adam, optional cosine decay, CE loss)."""
-    lr = learning_rate
-    if decay_steps:
-        lr = tf_keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps)
-    model.compile(optimizer=tf_keras.optimizers.Adam(lr),
-                  loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    return model
-
-
-def np_logits(model, x, batch_size=500):
-    return np.concatenate([model(x[i:i + batch_size], training=False).numpy()
-                           for i in range(0, len(x), batch_size)])
-
-
-def train(c, arrays):
-    """``--qat_backend tfmot`` of ``scripts/train_quant.py``: tfmot QAT, then a tfsnn run dir.
-
-    ``c`` is a resolved ``tfsnn.training.quant`` config, ``arrays`` its ``(train, val, test)``.
-    Writes the usual run dir (``flags.json``, ``history.csv``, ``tb/``, ``results.json``) plus
-    ``portable.npz`` (the trained kernels and BN parameters) and ``model.keras``: the tfsnn
-    Keras 3 model rebuilt from them, which ``scripts/spiking_inference.py`` converts as usual.
-    The results hold the test accuracy of both models and their prediction disagreements.
-    """
-    import time
-
-    from tfsnn import runs
-    from tfsnn.training import quant
-
-    run = runs.RunDir(c["run_dir"])
-    run.prepare(c, quant.IDENTITY_KEYS, resume=False, overwrite=c["overwrite"],
-                extras=("inference.json", "portable.npz"))
-    tf_keras.utils.set_random_seed(c["seed"])
-    (xtr, ytr), val, (xte, yte) = arrays
-    steps = runs.steps_for(len(xtr), c["batch_size"])
-    qat = quantize_model(float_model(c["model"]), c["k"], c["use_ternary"])
-    compile_model(qat, c["learning_rate"],
-                  c["epochs"] * steps if c["lr_schedule"] == "cosine" else None)
-    make = quant.epoch_maker(c["dataset"], xtr, ytr, c["batch_size"], c["seed"])
-    val_ds = None if val is None else quant.data.pipeline(c["dataset"], *val, c["batch_size"], False)
-    cbs = [tf_keras.callbacks.CSVLogger(str(run.history))]
-    if c["tensorboard"]:
-        cbs.append(tf_keras.callbacks.TensorBoard(log_dir=str(run.tensorboard)))
-    start = time.perf_counter()
-    hist = qat.fit(runs.epoch_dataset(make, 0, c["epochs"]), epochs=c["epochs"],
-                   steps_per_epoch=steps, validation_data=val_ds, callbacks=cbs,
-                   verbose=c["verbose"])
-    seconds = time.perf_counter() - start
-    export_portable(qat, run.path / "portable.npz", c["model"], c["k"], c["use_ternary"])
-    arrays_, meta = portable.read(run.path / "portable.npz")
-    model = portable.to_tfsnn(arrays_, meta)
-    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    runs.atomic_save_model(model, run.model)
-    x = quant.data.preprocess(c["dataset"], xte, False).numpy()
-    tfmot_pred = np_logits(qat, x).argmax(1)
-    tfsnn_pred = model.predict(x, batch_size=500, verbose=0).argmax(1)
-    results = dict(test_accuracy=float(np.mean(tfsnn_pred == yte)),
-                   tfmot_test_accuracy=float(np.mean(tfmot_pred == yte)),
-                   tfmot_vs_tfsnn_disagreements=int(np.sum(tfmot_pred != tfsnn_pred)),
-                   test_examples=int(len(xte)), train_examples=int(len(xtr)),
-                   epochs=c["epochs"], seconds_per_epoch=seconds / max(len(hist.epoch), 1),
-                   seconds_total=seconds, model=c["model"], quantized=True, k=c["k"],
-                   use_ternary=c["use_ternary"], qat_backend="tfmot")
-    runs.atomic_write_json(run.results, results)
-    return results

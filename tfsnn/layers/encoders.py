@@ -18,17 +18,14 @@ sub-model starting at an encoder's output (e.g. threshold balancing) can run any
 import keras
 import tensorflow as tf
 
-
-def _check_t(timesteps):
-    if int(timesteps) != timesteps or timesteps < 1:
-        raise ValueError(f"timesteps must be an integer >= 1, got {timesteps!r}")
-    return int(timesteps)
+from tfsnn.integers import check_integer
+from tfsnn.timeaxis import time_shape
 
 
 def repeat_in_time(x, timesteps):
     """``[B, ...] -> [B, T, ...]`` by repetition."""
     x = tf.convert_to_tensor(x)
-    return tf.repeat(tf.expand_dims(x, 1), _check_t(timesteps), axis=1)
+    return tf.repeat(tf.expand_dims(x, 1), check_integer(timesteps, "timesteps", 1), axis=1)
 
 
 def poisson_encode(x, timesteps, gain=1.0, signed=False, strict=False, seed=None, uniform=None):
@@ -37,18 +34,17 @@ def poisson_encode(x, timesteps, gain=1.0, signed=False, strict=False, seed=None
     ``seed``: None (tf.random global stream) or a stateless seed (shape [2] ints) for
     reproducible trains. ``uniform``: optional pre-drawn ``u`` ``[B, T, ...]`` (for tests).
     """
-    t = _check_t(timesteps)
+    t = check_integer(timesteps, "timesteps", 1)
     x = tf.convert_to_tensor(x)
     if not x.dtype.is_floating:
         x = tf.cast(x, keras.config.floatx())
     p = tf.clip_by_value(gain * (tf.abs(x) if signed else tf.nn.relu(x)), 0.0, 1.0)
     p = tf.expand_dims(p, 1)
     if uniform is None:
-        shape = tf.concat([tf.shape(x)[:1], [t], tf.shape(x)[1:]], axis=0)
         if seed is None:
-            uniform = tf.random.uniform(shape, dtype=x.dtype)
+            uniform = tf.random.uniform(time_shape(x, t), dtype=x.dtype)
         else:
-            uniform = tf.random.stateless_uniform(shape, seed, dtype=x.dtype)
+            uniform = tf.random.stateless_uniform(time_shape(x, t), seed, dtype=x.dtype)
     fired = (p > uniform) if strict else (uniform <= p)
     s = tf.cast(fired & (p > 0), x.dtype)
     return s * tf.expand_dims(tf.sign(x), 1) if signed else s
@@ -60,7 +56,7 @@ class DirectEncoder(keras.layers.Layer):
 
     def __init__(self, timesteps, **kwargs):
         super().__init__(**kwargs)
-        self.timesteps = _check_t(timesteps)
+        self.timesteps = check_integer(timesteps, "timesteps", 1)
 
     def call(self, x):
         return repeat_in_time(x, self.timesteps)
@@ -80,7 +76,7 @@ class PoissonEncoder(keras.layers.Layer):
 
     def __init__(self, timesteps, gain=1.0, signed=False, strict=False, seed=None, **kwargs):
         super().__init__(**kwargs)
-        self.timesteps = _check_t(timesteps)
+        self.timesteps = check_integer(timesteps, "timesteps", 1)
         if not float(gain) > 0:
             raise ValueError(f"gain must be > 0, got {gain!r}")
         self.gain = float(gain)
@@ -91,8 +87,8 @@ class PoissonEncoder(keras.layers.Layer):
 
     def call(self, x):
         x = tf.cast(x, self.compute_dtype)
-        shape = tf.concat([tf.shape(x)[:1], [self.timesteps], tf.shape(x)[1:]], axis=0)
-        u = keras.random.uniform(shape, dtype=self.compute_dtype, seed=self.seed_generator)
+        u = keras.random.uniform(time_shape(x, self.timesteps), dtype=self.compute_dtype,
+                                 seed=self.seed_generator)
         return poisson_encode(x, self.timesteps, self.gain, self.signed, self.strict, uniform=u)
 
     def compute_output_shape(self, input_shape):

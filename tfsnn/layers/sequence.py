@@ -27,10 +27,8 @@ class TimeFolded(keras.layers.Wrapper):
 
     def call(self, x, training=None):
         shape = tf.shape(x)
-        frames = tf.reshape(x, tf.concat([[-1], shape[2:]], axis=0))
-        y = self.layer(frames, training=training)
-        inner = [d if d is not None else tf.shape(y)[i + 1] for i, d in enumerate(y.shape[1:])]
-        return tf.reshape(y, [shape[0], shape[1], *inner])
+        y = self.layer(fold_time(x), training=training)
+        return unfold_time(y, shape[0], shape[1])
 
     def compute_output_shape(self, input_shape):
         inner = self.layer.compute_output_shape((None, *input_shape[2:]))

@@ -11,6 +11,7 @@ full precision. Layer names: ``conv<i>`` / ``act<i>`` for i = 1.., then ``flatte
 import keras
 
 from tfsnn import quantizers as q
+from tfsnn.integers import check_integer
 from tfsnn.layers.quant import QuantActivation, QuantConv2D, QuantDense
 
 # (filters, kernel, stride, padding) per hidden conv, first one is the encoder.
@@ -23,10 +24,6 @@ ALL_INT_ARCHS = {
         (384, 2, 2, "same"), (384, 3, 1, "same"), (256, 3, 1, "same"), (256, 2, 2, "same"),
         (1024, 3, 1, "valid"), (1024, 1, 1, "valid")]),
 }
-
-# The model each dataset trains by default.
-DATASET_MODELS = {"mnist": "all_int_lenet", "fashion_mnist": "all_int_lenet",
-                  "cifar10": "all_int_vgg"}
 
 
 def all_int_model(name, k=0, quantized=True, ternary=True, num_classes=10):
@@ -43,8 +40,7 @@ def all_int_model(name, k=0, quantized=True, ternary=True, num_classes=10):
     """
     if name not in ALL_INT_ARCHS:
         raise ValueError(f"unknown model {name!r}; known: {sorted(ALL_INT_ARCHS)}")
-    if int(k) != k or k < 0:
-        raise ValueError(f"k must be an integer >= 0, got {k!r}")
+    check_integer(k, "k", 0)
     arch = ALL_INT_ARCHS[name]
     x = inputs = keras.Input(arch["input_shape"], name="image")
     for i, (filters, size, stride, padding) in enumerate(arch["convs"], start=1):

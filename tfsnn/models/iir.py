@@ -16,7 +16,6 @@ IIR nets, functional Keras models, image input ``[B, 28, 28, 1]`` in [0, 1]
 ``"carry"`` (needs ``batch_size``; see ``tfsnn.layers.filters``).
 """
 import keras
-import tensorflow as tf
 
 from tfsnn.layers.encoders import DirectEncoder, PoissonEncoder
 from tfsnn.layers.filters import DualExpIIR, FirstOrderLowPass

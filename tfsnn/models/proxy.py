@@ -11,6 +11,7 @@ from tfsnn.layers.encoders import repeat_in_time
 from tfsnn.layers.neurons.iir import torch_kernel_init
 from tfsnn.layers.neurons.proxy import ProxyBatchNorm, if_spikes
 from tfsnn.metrics import argmax_accuracy, lenient_accuracy, strict_accuracy
+from tfsnn.timeaxis import fold_time, unfold_time
 
 
 @keras.saving.register_keras_serializable(package="tfsnn")
@@ -96,13 +97,9 @@ class ProxyNet(keras.Model):
         i0 = self.bns[0](self.convs[0](x), branch="snn", batch_stats=bn_training)
         s = if_spikes(repeat_in_time(i0, t), th)
         for conv, bn in zip(self.convs[1:], self.bns[1:]):
-            frames = tf.reshape(s, tf.concat([[b * t], tf.shape(s)[2:]], 0))
-            z = conv(frames)
-            z = tf.reshape(z, tf.concat([[b, t], tf.shape(z)[1:]], 0))
+            z = unfold_time(conv(fold_time(s)), b, t)
             s = if_spikes(bn(z, branch="snn", batch_stats=bn_training, time_axis=True), th)
-            frames = tf.nn.max_pool2d(
-                tf.reshape(s, tf.concat([[b * t], tf.shape(s)[2:]], 0)), 2, 2, "VALID")
-            s = tf.reshape(frames, tf.concat([[b, t], tf.shape(frames)[1:]], 0))
+            s = unfold_time(tf.nn.max_pool2d(fold_time(s), 2, 2, "VALID"), b, t)
         s = tf.reshape(s, [b, t, -1])
         for fc in self.fcs:
             s = if_spikes(fc(s), th)

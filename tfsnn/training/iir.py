@@ -2,9 +2,10 @@
 
 ``config`` is a dict with the keys of ``DEFAULTS`` (the ``--method iir`` flags of
 ``scripts/train_snn.py``). Data: ``tfsnn.data.load(dataset)``, pixels ``/255`` (no
-normalisation); the last ``validation_examples`` training images are the dev split. Loss:
-softmax cross-entropy on the output spike counts; accuracy: ``argmax`` of the counts (first index
-wins ties). Adam (eps 1e-8) with a MultiStepLR schedule (``lr_milestones`` in epochs, factor
+normalisation; the dataset record's ``iir`` preprocessing; the record also names the default
+model); the last ``validation_examples`` training images are the dev split. Loss: softmax
+cross-entropy on the output spike counts; accuracy: ``argmax`` of the counts (first index wins
+ties). Adam (eps 1e-8) with a MultiStepLR schedule (``lr_milestones`` in epochs, factor
 ``lr_gamma``). ``state="carry"`` keeps the neuron / filter states across minibatches (fixed batch
 size: every split drops its last partial batch). The test split is evaluated with the final
 model of the best dev epoch (highest ``val_accuracy``, as upstream reports it; kept in
@@ -17,7 +18,6 @@ import math
 import time
 
 import keras
-import tensorflow as tf
 
 from tfsnn import data, runs
 from tfsnn.models import iir as iir_models
@@ -25,7 +25,7 @@ from tfsnn.layers.filters import DualExpIIR, FirstOrderLowPass
 from tfsnn.training.schedules import multistep_lr
 
 DEFAULTS = dict(
-    model="snn_mlp_1", dataset="fashion_mnist", encoding="copy", timesteps=25, state="zero",
+    model=None, dataset="fashion_mnist", encoding="copy", timesteps=25, state="zero",
     tau_m=4.0, tau_s=1.0, dropout=0.3, epochs=100, batch_size=64, learning_rate=1e-4,
     lr_milestones=(50, 100), lr_gamma=0.1, filter_radius=0.99, validation_examples=10000,
     max_train_examples=0, max_test_examples=0, seed=2, run_dir=None, resume=False,
@@ -40,9 +40,11 @@ def resolve(config):
     need = runs.checker(c)
     runs.check_run_options(c)
 
+    need(c["dataset"] in data.names("iir"), "dataset",
+         f"must be one of {', '.join(data.names('iir'))}")
+    c["model"] = c["model"] or data.get(c["dataset"]).models.get("iir")  # snn_mlp_1
     need(c["model"] in iir_models.IIR_MODELS, "model",
          f"must be one of {', '.join(iir_models.IIR_MODELS)}")
-    need(c["dataset"] in ("mnist", "fashion_mnist"), "dataset", "must be mnist or fashion_mnist")
     need(c["encoding"] in iir_models.ENCODINGS, "encoding",
          f"must be one of {', '.join(iir_models.ENCODINGS)}")
     need(c["state"] in ("zero", "carry"), "state", "must be zero or carry")
@@ -81,18 +83,16 @@ def parse_milestones(v, need, flag="lr_milestones"):
     return ms
 
 
-def to_float(images):
-    """uint8 ``[B, H, W, C]`` -> float32 in [0, 1] (``x/255``, as ToTensor)."""
-    return tf.cast(images, tf.float32) / 255.0
+def epoch_maker(x, y, batch_size, seed, drop_remainder, dataset=DEFAULTS["dataset"]):
+    """``epoch -> dataset`` with a permutation that depends only on (seed, epoch); pixels
+    preprocessed per ``dataset``'s record (``/255``, ``tfsnn.data.preprocessing.to_float``)."""
+    return data.epoch_maker(x, y, batch_size, seed,
+                            lambda b: data.preprocess(dataset, b, True, "iir"), drop_remainder)
 
 
-def epoch_maker(x, y, batch_size, seed, drop_remainder):
-    """``epoch -> dataset`` with a permutation that depends only on (seed, epoch)."""
-    return data.epoch_maker(x, y, batch_size, seed, to_float, drop_remainder)
-
-
-def eval_dataset(x, y, batch_size, drop_remainder=False):
-    return data.batches(x, y, batch_size, to_float, drop_remainder)
+def eval_dataset(x, y, batch_size, drop_remainder=False, dataset=DEFAULTS["dataset"]):
+    return data.batches(x, y, batch_size, lambda b: data.preprocess(dataset, b, False, "iir"),
+                        drop_remainder)
 
 
 def build_model(c, steps_per_epoch):
@@ -144,17 +144,18 @@ def train(config, arrays=None, callbacks=()):
     if drop and (len(xte) < bs or (val is not None and len(val[0]) < bs)):
         raise runs.ConfigError(f"--batch_size={bs}: --state=carry needs at least one full batch "
                                "in the dev and test splits")
-    val_ds = None if val is None else eval_dataset(*val, bs, drop)
+    val_ds = None if val is None else eval_dataset(*val, bs, drop, c["dataset"])
     timer = runs.EpochTimer()
     start = time.perf_counter()
     model = runs.fit(run, lambda: build_model(c, steps),
-                     epoch_maker(xtr, ytr, bs, c["seed"], drop), steps, c["epochs"], c["resume"],
+                     epoch_maker(xtr, ytr, bs, c["seed"], drop, c["dataset"]), steps,
+                     c["epochs"], c["resume"],
                      val_ds=val_ds, strategy=strategy,
                      callbacks=[timer, FilterStability(), *callbacks],
                      tensorboard=c["tensorboard"], verbose=c["verbose"],
                      best=None if val is None else ("val_accuracy", "max"))
     runs.atomic_save_model(model, run.model)
-    test_ds = eval_dataset(xte, yte, bs, drop)
+    test_ds = eval_dataset(xte, yte, bs, drop, c["dataset"])
     loss, acc = model.evaluate(test_ds, verbose=0)
     best = run.best_epoch() if val is not None else None
     chosen = {}

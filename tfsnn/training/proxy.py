@@ -6,21 +6,21 @@ error is backpropagated through the ANN. BatchNorm statistics are separate per b
 in epoch 0 and frozen from epoch ``freeze_bn_after`` on (``FreezeBatchNorm``); gamma/beta keep
 training. Adam(lr 1e-4, betas (0.8, 0.99), eps 1e-8) plus PyTorch's coupled L2
 (``weight_decay`` 1e-6 added to the gradient), constant lr, batch 100 (last partial batch
-dropped), train augmentation RandomCrop(26) + Pad(1), pixels ``/255``. Each epoch's test
-evaluation is the history's ``val_*`` columns (the notebook's per-epoch test curve);
-``strict_accuracy`` (ties wrong) is the headline metric, ``argmax_accuracy`` (first index wins)
-and ``lenient_accuracy`` (ties right, the notebook's "Final Result") are reported beside it.
+dropped), train augmentation RandomCrop(26) + Pad(1), pixels ``/255`` (the dataset record's
+``proxy`` preprocessing). Each epoch's test evaluation is the history's ``val_*`` columns (the
+notebook's per-epoch test curve); ``strict_accuracy`` (ties wrong) is the headline metric,
+``argmax_accuracy`` (first index wins) and ``lenient_accuracy`` (ties right, the notebook's
+"Final Result") are reported beside it.
 
 ``width`` scales every layer (128 = the paper's Fashion-MNIST network, 19.6 M parameters).
 """
 import time
 
 import keras
-import tensorflow as tf
 
 from tfsnn import data, runs
+from tfsnn.data.preprocessing import proxy_augment, proxy_crop_pad
 from tfsnn.models.proxy import proxy_fashion_mnist
-from tfsnn.training.iir import eval_dataset, to_float
 
 DEFAULTS = dict(
     dataset="fashion_mnist", width=128, timesteps=15, threshold=2.0, epochs=100, batch_size=100,
@@ -29,6 +29,7 @@ DEFAULTS = dict(
     max_test_examples=0, seed=2020, run_dir=None, resume=False, overwrite=False,
     strategy="default", tensorboard=True, verbose=1)
 IDENTITY_KEYS = ("dataset", "width", "timesteps", "threshold", "rate_target")
+augment = proxy_augment  # RandomCrop(26) + Pad(1) of float images [B, 28, 28, C]
 
 
 class FreezeBatchNorm(keras.callbacks.Callback):
@@ -49,7 +50,8 @@ def resolve(config):
     need = runs.checker(c)
     runs.check_run_options(c)
 
-    need(c["dataset"] in ("mnist", "fashion_mnist"), "dataset", "must be mnist or fashion_mnist")
+    need(c["dataset"] in data.names("proxy"), "dataset",
+         f"must be one of {', '.join(data.names('proxy'))}")
     runs.check_integers(c, ("width", "timesteps"))
     for flag in ("threshold", "learning_rate", "epsilon"):
         need(c[flag] > 0, flag, "must be > 0")
@@ -62,25 +64,13 @@ def resolve(config):
     return c
 
 
-def augment(images, seeds):
-    """RandomCrop(26) then Pad(1) per image, float ``[B, 28, 28, C]``; ``seeds`` ``[B, 2]``."""
-    def one(args):
-        img, s = args
-        crop = tf.image.stateless_random_crop(img, [26, 26, tf.shape(img)[-1]], s)
-        return tf.pad(crop, [[1, 1], [1, 1], [0, 0]])
-    return tf.map_fn(one, (images, seeds), fn_output_signature=images.dtype)
-
-
 def epoch_maker(x, y, c):
     """``epoch -> dataset`` of augmented batches; order and crops depend only on (seed, epoch)."""
     seed = c["seed"]
 
     def preprocess(images, i, epoch):
-        img = to_float(images)
-        if not c["augment"]:
-            return img
-        s = tf.stack([tf.cast(i, tf.int64), tf.fill(tf.shape(i), epoch + 7919 * seed)], 1)
-        return augment(img, s)
+        img = data.preprocess(c["dataset"], images, True, "proxy")
+        return proxy_crop_pad(img, i, epoch, seed) if c["augment"] else img
     return data.epoch_maker(x, y, c["batch_size"], seed, preprocess, drop_remainder=True,
                             with_indices=True)
 
@@ -124,7 +114,8 @@ def train(config, arrays=None, callbacks=()):
     if steps < 1:
         raise runs.ConfigError(f"--batch_size={c['batch_size']}: larger than the {len(xtr)} "
                                "training images")
-    test_ds = eval_dataset(xte, yte, c["batch_size"])
+    test_ds = data.batches(xte, yte, c["batch_size"],
+                           lambda b: data.preprocess(c["dataset"], b, False, "proxy"))
     timer = runs.EpochTimer()
     start = time.perf_counter()
     model = runs.fit(run, lambda: build_model(c), epoch_maker(xtr, ytr, c), steps, c["epochs"],

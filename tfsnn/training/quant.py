@@ -44,7 +44,8 @@ def resolve(config):
 
     need(isinstance(c["k"], (int, np.integer)) and c["k"] >= 0, "k", "must be an integer >= 0")
     need(c["mode"] in MODES, "mode", f"must be one of {', '.join(MODES)}")
-    need(c["dataset"] in data.DATASETS, "dataset", f"must be one of {', '.join(data.DATASETS)}")
+    need(c["dataset"] in data.names("quant"), "dataset",
+         f"must be one of {', '.join(data.names('quant'))}")
     runs.check_run_options(c)
     need(c["learning_rate"] > 0, "learning_rate", "must be > 0")
     need(c["lr_schedule"] in SCHEDULES, "lr_schedule", f"must be one of {', '.join(SCHEDULES)}")
@@ -54,7 +55,7 @@ def resolve(config):
         need(not c["resume"], "resume", "is not supported with --qat_backend tfmot")
         need(not c["full_precision"], "full_precision", "applies to --qat_backend tfsnn only")
         need(c["strategy"] == "default", "strategy", "--qat_backend tfmot runs on one device")
-    c["model"] = config.get("model") or models.DATASET_MODELS[c["dataset"]]
+    c["model"] = config.get("model") or data.get(c["dataset"]).models.get("quant")
     need(c["model"] in models.ALL_INT_ARCHS, "model", f"must be one of {sorted(models.ALL_INT_ARCHS)}")
     c["run_dir"] = c["run_dir"] or default_run_dir(c)
     return c
@@ -62,13 +63,15 @@ def resolve(config):
 
 def epoch_maker(name, x, y, batch_size, seed):
     """``epoch -> dataset`` with a permutation that depends only on (seed, epoch)."""
-    return data.epoch_maker(x, y, batch_size, seed, lambda b: data.preprocess(name, b, True))
+    return data.epoch_maker(x, y, batch_size, seed,
+                            lambda b: data.preprocess(name, b, True, "quant"))
 
 
 def build_model(c, steps_per_epoch):
     """The compiled (quantized or full-precision) model of a config."""
     model = models.all_int_model(c["model"], k=c["k"], quantized=not c["full_precision"],
-                                 ternary=c["use_ternary"])
+                                 ternary=c["use_ternary"],
+                                 num_classes=data.get(c["dataset"]).classes)
     lr = c["learning_rate"]
     if c["lr_schedule"] == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=c["epochs"] * steps_per_epoch)
@@ -93,7 +96,7 @@ def train(config, arrays=None, callbacks=()):
     """
     c = resolve(config)
     if c["qat_backend"] == "tfmot":
-        from tfsnn.interop import tfmot  # needs TF_USE_LEGACY_KERAS=1 set before TF import
+        from tfsnn.training import tfmot  # needs TF_USE_LEGACY_KERAS=1 set before TF import
         return tfmot.train(c, arrays or data.split_run(c))
     strategy = runs.get_strategy(c["strategy"])
     run = runs.RunDir(c["run_dir"])

@@ -7,15 +7,15 @@ fine-tuning). Run-dir, checkpoint, resume, TensorBoard and error conventions are
 Extra files in the run dir for ``hybrid``: ``ann.keras`` (the trained ANN, reused on restart)
 and ``conversion.json`` (thresholds and accuracies before fine-tuning).
 
-Preprocessing (both methods): MNIST / Fashion-MNIST ``pixels / 255`` in [0, 1]; CIFAR-10
-``pixels / 127.5 - 1`` in [-1, 1] (Rathi's normalisation; ``|x|`` is a valid spike rate) with
-random crop (pad 4) and horizontal flip when training.
+Datasets, default models and preprocessing come from the dataset's ``tfsnn.data`` record
+(``tfsnn.data.preprocessing.snn_mnist`` / ``snn_cifar10``): MNIST / Fashion-MNIST ``pixels / 255``
+in [0, 1]; CIFAR-10 ``pixels / 127.5 - 1`` in [-1, 1] (Rathi's normalisation; ``|x|`` is a valid
+spike rate) with random crop (pad 4) and horizontal flip when training.
 """
 import json
 import time
 
 import keras
-import tensorflow as tf
 
 from tfsnn import data, runs
 from tfsnn.models import spiking as snn_models
@@ -35,7 +35,6 @@ IDENTITY_KEYS = ("method", "model", "dataset", "timesteps", "leak", "surrogate",
                  "scaling_factor", "ann_epochs", "ann_learning_rate", "balance_examples",
                  "balance_timesteps")  # ann.keras and the conversion are reused on restart
 EXTRAS = ("ann.keras", "conversion.json")
-DEFAULT_MODELS = {("spike_bp", "cifar10"): "spike_bp_vgg9", ("hybrid", "cifar10"): "vgg16"}
 DEFAULT_LR = {"spike_bp": {"spike_bp_lenet": 0.0085, "spike_bp_vgg9": 0.0033,
                            "resnet11": 0.0025}, "hybrid": {}}
 
@@ -50,9 +49,9 @@ def resolve(config):
     need = runs.checker(c)
 
     need(c["method"] in METHODS, "method", f"must be one of {', '.join(METHODS)}")
-    need(c["dataset"] in data.DATASETS, "dataset", f"must be one of {', '.join(data.DATASETS)}")
-    c["model"] = c["model"] or DEFAULT_MODELS.get(
-        (c["method"], c["dataset"]), "spike_bp_lenet" if c["method"] == "spike_bp" else "vgg5")
+    need(c["dataset"] in data.names(c["method"]), "dataset",
+         f"must be one of {', '.join(data.names(c['method']))}")
+    c["model"] = c["model"] or data.get(c["dataset"]).models.get(c["method"])
     need(c["model"] in snn_models.names(), "model",
          f"must be one of {', '.join(snn_models.names())}")
     need(c["method"] != "hybrid" or snn_models.FAMILY[c["model"]] == "rathi", "model",
@@ -81,27 +80,18 @@ def resolve(config):
 
 # ------------------------------------------------------------------ data
 
-def preprocess(name, images, training):
-    """uint8 ``[B, H, W, C]`` -> float32: [0, 1] for the MNISTs, [-1, 1] (+ crop/flip) for CIFAR."""
-    x = tf.cast(images, tf.float32)
-    if name != "cifar10":
-        return x / 255.0
-    x = x / 127.5 - 1.0
-    if training:
-        b = tf.shape(x)[0]
-        x = tf.pad(x, [[0, 0], [4, 4], [4, 4], [0, 0]])
-        x = tf.image.random_crop(x, tf.stack([b, 32, 32, 3]))
-        x = tf.image.random_flip_left_right(x)
-    return x
+def preprocess(c, images, training):
+    """uint8 ``[B, H, W, C]`` -> float32 per ``c``'s dataset record and method."""
+    return data.preprocess(c["dataset"], images, training, c["method"])
 
 
-def epoch_maker(name, x, y, batch_size, seed):
+def epoch_maker(c, x, y, batch_size, seed):
     """``epoch -> dataset`` whose order depends only on (seed, epoch) (exact resume)."""
-    return data.epoch_maker(x, y, batch_size, seed, lambda b: preprocess(name, b, True))
+    return data.epoch_maker(x, y, batch_size, seed, lambda b: preprocess(c, b, True))
 
 
-def eval_ds(name, x, y, batch_size):
-    return data.batches(x, y, batch_size, lambda b: preprocess(name, b, False))
+def eval_ds(c, x, y, batch_size):
+    return data.batches(x, y, batch_size, lambda b: preprocess(c, b, False))
 
 
 # ------------------------------------------------------------------ models
@@ -109,7 +99,8 @@ def eval_ds(name, x, y, batch_size):
 def _encoder(c):
     if c["method"] == "hybrid":
         return "signed_poisson"
-    return "poisson_half" if c["dataset"] != "cifar10" else "signed_poisson_strict"
+    signed = (data.get(c["dataset"]).value_range(c["method"]) or (0.0,))[0] < 0
+    return "signed_poisson_strict" if signed else "poisson_half"
 
 
 def make_snn(c, num_classes, shape):
@@ -130,7 +121,7 @@ def train_ann(c, run, train, num_classes, shape, strategy_steps):
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=["accuracy"], jit_compile=False)
     if c["ann_epochs"]:
-        ann.fit(runs.epoch_dataset(epoch_maker(c["dataset"], *train, c["batch_size"],
+        ann.fit(runs.epoch_dataset(epoch_maker(c, *train, c["batch_size"],
                                                c["seed"] + 1), 0, c["ann_epochs"]),
                 epochs=c["ann_epochs"], steps_per_epoch=strategy_steps, shuffle=False,
                 verbose=c["verbose"])
@@ -140,22 +131,22 @@ def train_ann(c, run, train, num_classes, shape, strategy_steps):
 
 def build(c, run, train, test, steps):
     """The compiled SNN at epoch 0 (for hybrid: ANN training + conversion first)."""
-    num_classes = data.DATASETS[c["dataset"]]["classes"]
-    shape = data.DATASETS[c["dataset"]]["shape"]
+    num_classes = data.get(c["dataset"]).classes
+    shape = data.input_shape(c["dataset"], c["method"])
     snn = make_snn(c, num_classes, shape)
     if c["method"] == "spike_bp":
         sched = step_decay(c["learning_rate"], c["epochs"], steps, reduce=5.0,
                                   at=(0.47, 0.67, 0.83))
         return spike_bp.compile_spike_bp(snn, sched, c["weight_decay"])
     ann = train_ann(c, run, train, num_classes, shape, steps)
-    images = preprocess(c["dataset"], train[0][:c["balance_examples"]], False)
+    images = preprocess(c, train[0][:c["balance_examples"]], False)
     found = balancing.convert(ann, snn, images=images, scale=c["scaling_factor"],
                            timesteps=c["balance_timesteps"] or c["timesteps"],
                            batch_size=c["batch_size"], seed=(c["seed"], 7))
     sched = step_decay(c["learning_rate"], c["epochs"], steps)
     hybrid.compile_for_fine_tuning(snn, sched, c["weight_decay"])
-    ann_acc = ann.evaluate(eval_ds(c["dataset"], *test, c["batch_size"]), verbose=0)[1]
-    snn_acc = snn.evaluate(eval_ds(c["dataset"], *test, c["batch_size"]), verbose=0)[1]
+    ann_acc = ann.evaluate(eval_ds(c, *test, c["batch_size"]), verbose=0)[1]
+    snn_acc = snn.evaluate(eval_ds(c, *test, c["batch_size"]), verbose=0)[1]
     runs.atomic_write_json(run.path / "conversion.json", dict(
         thresholds_unscaled=found, scaling_factor=c["scaling_factor"],
         ann_test_accuracy=float(ann_acc), converted_test_accuracy=float(snn_acc)))
@@ -175,15 +166,15 @@ def train(config, arrays=None):
     keras.utils.set_random_seed(c["seed"])
     train_, val, test = arrays or data.split_run(c)
     steps = runs.steps_for(len(train_[0]), c["batch_size"])
-    val_ds = None if val is None else eval_ds(c["dataset"], *val, c["batch_size"])
+    val_ds = None if val is None else eval_ds(c, *val, c["batch_size"])
     timer = runs.EpochTimer()
     start = time.perf_counter()
     model = runs.fit(run, lambda: build(c, run, train_, test, steps),
-                     epoch_maker(c["dataset"], *train_, c["batch_size"], c["seed"]), steps,
+                     epoch_maker(c, *train_, c["batch_size"], c["seed"]), steps,
                      c["epochs"], c["resume"], val_ds=val_ds, strategy=strategy,
                      callbacks=[timer], tensorboard=c["tensorboard"], verbose=c["verbose"])
     runs.atomic_save_model(model, run.model)
-    loss, acc = model.evaluate(eval_ds(c["dataset"], *test, c["batch_size"]), verbose=0)
+    loss, acc = model.evaluate(eval_ds(c, *test, c["batch_size"]), verbose=0)
     results = dict(test_accuracy=float(acc), test_loss=float(loss),
                    test_examples=int(len(test[0])), train_examples=int(len(train_[0])),
                    epochs=c["epochs"], method=c["method"], model=c["model"],

@@ -20,8 +20,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfsnn import accounting
 from tfsnn.accounting import activity_stats
+from tfsnn.conversion import split_snn
 from tfsnn.viz import plots
 
 
@@ -92,7 +92,6 @@ def sample_spike_trains(snn, images, timesteps=None):
     Returns ``{layer_name: int32 [n, T, H, W, C]}`` (encoder events have amplitude 2^k; hidden
     spikes are -1, 0, +1). Meant for small samples (rasters, histograms).
     """
-    from tfsnn.conversion import split_snn
     enc, hidden, _ = split_snn(snn)
     t = enc.timesteps if timesteps is None else int(timesteps)
     s = enc(tf.constant(images, tf.float32), timesteps=t)

@@ -1,4 +1,5 @@
 """Neuron layers: the fused custom-gradient op vs a per-step autograd reference (spec §5.4-§5.8)."""
+import dataclasses
 import math
 import zlib
 
@@ -9,6 +10,8 @@ import tensorflow as tf
 
 from tfsnn import surrogates as sg
 from tfsnn.layers.neurons import lif as nr
+from tfsnn.layers.readouts import LeakyMeanReadout, SumReadout
+from tfsnn.layers.sequence import TimeConstantDropout
 
 DT = tf.float64
 
@@ -103,7 +106,8 @@ def _compare_with_reference(variant, leak, graph):
         return (o1, o2, logits), tape.gradient(loss, ws + [x])
 
     fused = run if not graph else tf.function(run)
-    (f_out, f_grad) = fused(lambda i, th: nr.spike_sequence(i, th, jit_compile=graph, **kw))
+    (f_out, f_grad) = fused(
+        lambda i, th: nr.spike_sequence(i, threshold=th, jit_compile=graph, **kw))
     (r_out, r_grad) = run(lambda i, th: reference_spikes(i, th, **kw)[0])
     for a, b in zip(f_out, r_out):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -151,7 +155,7 @@ def test_xla_compiles_and_matches():
 def test_conv_shaped_input():
     rng = np.random.default_rng(2)
     i = tf.constant(rng.normal(0.5, 1.0, (2, 6, 3, 3, 2)), DT)
-    o = nr.spike_sequence(i, 1.0, 0.9, "subtract", "linear")
+    o = nr.spike_sequence(i, threshold=1.0, leak=0.9, reset="subtract", surrogate="linear")
     o_ref, _ = reference_spikes(i, 1.0, 0.9, "subtract", "linear")
     np.testing.assert_array_equal(o.numpy(), o_ref.numpy())
 
@@ -163,9 +167,10 @@ def test_rathi_delay_and_last_step_gradient():
     x = tf.constant(rng.normal(1.0, 1.0, (3, 10, 4)), DT)
     with tf.GradientTape() as tape:
         tape.watch(x)
-        o1 = nr.spike_sequence(x, 0.5, fire_before_integrate=True, surrogate="stdb")
-        o2 = nr.spike_sequence(o1 * 2.0, 0.5, fire_before_integrate=True, surrogate="stdb")
-        o3 = nr.spike_sequence(o2 * 2.0, 0.5, fire_before_integrate=True, surrogate="stdb")
+        kw = dict(threshold=0.5, fire_before_integrate=True, surrogate="stdb")
+        o1 = nr.spike_sequence(x, **kw)
+        o2 = nr.spike_sequence(o1 * 2.0, **kw)
+        o3 = nr.spike_sequence(o2 * 2.0, **kw)
         loss = tf.reduce_sum(o1) + tf.reduce_sum(o2) + tf.reduce_sum(o3)
     g = tape.gradient(loss, x).numpy()
     for k, o in enumerate([o1, o2, o3], start=1):
@@ -178,8 +183,8 @@ def test_rathi_delay_and_last_step_gradient():
 def test_rathi_charge_conservation():
     rng = np.random.default_rng(4)
     x = tf.constant(rng.normal(0.3, 1.0, (3, 30, 5)), DT)
-    o, v = nr.spike_sequence(x, 0.7, 1.0, fire_before_integrate=True, surrogate="stdb",
-                             return_membrane=True)
+    o, v = nr.spike_sequence(x, threshold=0.7, leak=1.0, fire_before_integrate=True,
+                             surrogate="stdb", return_membrane=True)
     expect = x.numpy().sum(axis=1) - 0.7 * o.numpy().sum(axis=1)
     np.testing.assert_allclose(v.numpy(), expect, rtol=1e-12, atol=1e-12)
 
@@ -193,7 +198,7 @@ def test_stdb_gradient_uses_spike_age():
     up[0, 5, 0] = 1.0
     with tf.GradientTape() as tape:
         tape.watch(i)
-        o = nr.spike_sequence(i, 1.5, fire_before_integrate=True,
+        o = nr.spike_sequence(i, threshold=1.5, fire_before_integrate=True,
                               surrogate=sg.get("stdb", alpha=0.3, beta=0.01))
         loss = tf.reduce_sum(o * up)
     np.testing.assert_array_equal(o.numpy()[0, :, 0], [0, 0, 1, 0, 0, 0, 0, 0])
@@ -208,7 +213,7 @@ def test_stdb_gradient_uses_spike_age():
 def test_lee_reset_to_zero_and_spike_rule():
     rng = np.random.default_rng(5)
     x = tf.constant(rng.normal(0.4, 0.8, (2, 40, 3)), DT)
-    o = nr.spike_sequence(x, 1.0, 0.99, "zero", "lee").numpy()
+    o = nr.spike_sequence(x, threshold=1.0, leak=0.99, reset="zero", surrogate="lee").numpy()
     xn, u, r = x.numpy(), np.zeros((2, 3)), np.zeros((2, 3))
     for t in range(40):
         u = 0.99 * r + xn[:, t]
@@ -239,8 +244,8 @@ def test_lee_gradient_window_and_silent_neuron():
     i = tf.constant(i, DT)
     with tf.GradientTape() as tape:
         tape.watch(i)
-        o = nr.spike_sequence(i, 1.0, 0.99, "zero", "lee", leak_in_grad=False,
-                              ng_correction=True)
+        o = nr.spike_sequence(i, threshold=1.0, leak=0.99, reset="zero", surrogate="lee",
+                              leak_in_grad=False, ng_correction=True)
         loss = tf.reduce_sum(o)
     np.testing.assert_array_equal(np.nonzero(o.numpy()[0, :, 0])[0], [3, 7])
     g = tape.gradient(loss, i).numpy()[0]
@@ -252,7 +257,7 @@ def test_lee_gradient_window_and_silent_neuron():
 # ----------------------------------------------------------------- dropout and readouts (§5.8)
 
 def test_dropout_mask_constant_over_time():
-    layer = nr.TimeConstantDropout(0.4, seed=3)
+    layer = TimeConstantDropout(0.4, seed=3)
     x = tf.ones((5, 12, 4, 4, 3))
     y1 = layer(x, training=True).numpy()
     y2 = layer(x, training=True).numpy()
@@ -267,11 +272,11 @@ def test_dropout_mask_constant_over_time():
 def test_readouts():
     rng = np.random.default_rng(6)
     x = tf.constant(rng.normal(size=(2, 5, 3)), DT)
-    np.testing.assert_allclose(nr.SumReadout(dtype="float64")(x).numpy(), x.numpy().sum(1))
+    np.testing.assert_allclose(SumReadout(dtype="float64")(x).numpy(), x.numpy().sum(1))
     lam = 0.9
     with tf.GradientTape() as tape:
         tape.watch(x)
-        y = nr.LeakyMeanReadout(lam, dtype="float64")(x)
+        y = LeakyMeanReadout(lam, dtype="float64")(x)
     w = lam ** (5 - np.arange(5))
     np.testing.assert_allclose(y.numpy(), (x.numpy() * w[None, :, None]).sum(1) / 5, rtol=1e-12)
     np.testing.assert_allclose(tape.gradient(y, x).numpy(), np.full((2, 5, 3), 0.2))
@@ -291,7 +296,44 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="IF has no leak"):
         nr.IF(leak=0.9)
     with pytest.raises(ValueError, match="rate"):
-        nr.TimeConstantDropout(1.0)
+        TimeConstantDropout(1.0)
+
+
+def test_neuron_params_and_layer_defaults():
+    p = nr.NeuronParams(threshold=0.5, surrogate="stdb", fire_before_integrate=True)
+    assert p.surrogate == sg.STDB() and p.leak == 1.0 and p.reset == "subtract"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.leak = 0.9
+    with pytest.raises(ValueError, match="leak"):
+        p.replace(leak=0.0)
+    with pytest.raises(TypeError):
+        nr.NeuronParams(0.5)  # keywords only
+    with pytest.raises(TypeError, match="NeuronParams"):
+        nr.spike_sequence(tf.zeros((1, 3, 2)), 0.5)
+    x = tf.random.stateless_normal((2, 7, 3), seed=(8, 9)) + 0.6
+    np.testing.assert_array_equal(nr.spike_sequence(x, p).numpy(),
+                                  nr.spike_sequence(x, **dataclasses.asdict(p)).numpy())
+    assert nr.RathiNeuron(0.5).params == p
+    assert nr.LeeNeuron(leak=0.9).params == nr.NeuronParams(
+        leak=0.9, reset="zero", surrogate="lee", leak_in_grad=False, ng_correction=True)
+    assert nr.IF().params == nr.NeuronParams()
+    layer = nr.LIF(leak=0.9)
+    layer.leak = 1.0  # threshold balancing switches the leak off and back
+    assert layer.params == nr.NeuronParams()
+
+
+@pytest.mark.parametrize("cls", [nr.LIF, nr.IF, nr.RathiNeuron, nr.LeeNeuron])
+def test_config_of_previous_version_loads(cls):
+    """The config keys written before ``NeuronParams`` existed rebuild an equal layer."""
+    old = {"name": "n", "trainable": True, "dtype": "float32", "threshold": 0.3, "leak": 1.0,
+           "reset": "zero", "surrogate": sg.serialize(sg.LeeSpike()),
+           "fire_before_integrate": False, "leak_in_grad": False, "ng_correction": True,
+           "t_last0": -999.0, "jit_compile": None}
+    layer = cls.from_config(old)
+    cfg = layer.get_config()
+    assert list(cfg)[-9:] == list(old)[-9:]
+    assert {k: cfg[k] for k in list(old)[3:]} == {k: old[k] for k in list(old)[3:]}
+    assert layer.params == nr.NeuronParams(**{k: old[k] for k in nr.PARAM_NAMES})
 
 
 def test_save_load_roundtrip(tmp_path):
@@ -299,14 +341,14 @@ def test_save_load_roundtrip(tmp_path):
     h = keras.layers.Dense(5, use_bias=False)(inp)
     h = nr.RathiNeuron(threshold=0.5, surrogate=sg.get("stdb", alpha=0.4, beta=0.02),
                        name="rathi")(h)
-    h = nr.TimeConstantDropout(0.2, seed=1)(h)
+    h = TimeConstantDropout(0.2, seed=1)(h)
     h = keras.layers.Dense(5, use_bias=False)(h)
     h = nr.LeeNeuron(name="lee")(h)
-    h = nr.LIF(0.9, 0.95, "zero", "atan", name="lif")(h)
+    h = nr.LIF(0.9, leak=0.95, reset="zero", surrogate="atan", name="lif")(h)
     h = nr.IF(name="if")(h)
     h = keras.layers.Dense(3, use_bias=False)(h)
-    out = nr.LeakyMeanReadout(0.98)(h)
-    out2 = nr.SumReadout()(h)
+    out = LeakyMeanReadout(0.98)(h)
+    out2 = SumReadout()(h)
     model = keras.Model(inp, [out, out2])
     model.get_layer("rathi").theta.assign(0.37)  # e.g. written by threshold balancing
     x = np.random.default_rng(7).normal(1.0, 1.0, (2, 6, 4)).astype("float32")

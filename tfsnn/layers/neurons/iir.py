@@ -24,8 +24,9 @@ import keras
 import tensorflow as tf
 
 from tfsnn import surrogates as sg
+from tfsnn.geometry import conv_output_length
 from tfsnn.layers.filters import StatefulSequenceLayer
-from tfsnn.timeaxis import time_scan, to_time_major
+from tfsnn.timeaxis import fold_time, time_scan, to_time_major, unfold_time
 
 
 def iir_surrogate(sigma=0.4):
@@ -98,11 +99,10 @@ class _IIRNeuronBase(StatefulSequenceLayer):
 
     def run(self, x, initial_state):
         b, t = tf.shape(x)[0], tf.shape(x)[1]
-        frames = tf.reshape(x, tf.concat([[b * t], tf.shape(x)[2:]], 0))
-        z = self.synapse(frames)
+        z = self.synapse(fold_time(x))
         if self.use_bias:
             z = z + tf.cast(self.bias, z.dtype)
-        z = tf.reshape(z, tf.concat([[b, t], tf.shape(z)[1:]], 0))
+        z = unfold_time(z, b, t)
         return iir_neuron(z, self.decay, self.threshold, self.reset_amp, self.surrogate,
                           initial_state)
 
@@ -154,10 +154,8 @@ class IIRSpikingConv2D(_IIRNeuronBase):
         self.strides, self.padding = int(strides), str(padding).lower()
 
     def _out_hw(self, input_shape):
-        h, w = input_shape[2], input_shape[3]
-        if self.padding == "same":
-            return [None if d is None else -(-d // self.strides) for d in (h, w)]
-        return [None if d is None else (d - self.kernel_size) // self.strides + 1 for d in (h, w)]
+        return [conv_output_length(d, self.kernel_size, self.strides, self.padding)
+                for d in input_shape[2:4]]
 
     def state_shapes(self, input_shape):
         return [(*self._out_hw(input_shape), self.filters)]
@@ -196,16 +194,16 @@ class PSPMaxPool2D(keras.layers.Layer):
 
     def call(self, x):
         s = tf.shape(x)
-        frames = tf.reshape(x, tf.concat([[s[0] * s[1]], s[2:]], 0))
+        frames = fold_time(x)
         if self.padding:
             p = self.padding
             frames = tf.pad(frames, [[0, 0], [p, p], [p, p], [0, 0]], constant_values=-math.inf)
         y = tf.nn.max_pool2d(frames, self.pool_size, self.strides, "VALID")
-        return tf.reshape(y, tf.concat([s[:2], tf.shape(y)[1:]], 0))
+        return unfold_time(y, s[0], s[1])
 
     def compute_output_shape(self, input_shape):
-        hw = [None if d is None else (d + 2 * self.padding - self.pool_size) // self.strides + 1
-              for d in input_shape[2:4]]
+        hw = [conv_output_length(None if d is None else d + 2 * self.padding, self.pool_size,
+                                 self.strides, "valid") for d in input_shape[2:4]]
         return (*input_shape[:2], *hw, input_shape[4])
 
     def get_config(self):

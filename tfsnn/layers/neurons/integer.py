@@ -48,7 +48,7 @@ import tensorflow as tf
 
 
 from tfsnn.geometry import conv_output_length, pair
-from tfsnn.timeaxis import cumsum_time, fold_time, pad_time, shift_pad, to_time_major, unfold_time
+from tfsnn.timeaxis import cumsum_time, fold_time, pad_time, to_time_major, unfold_time
 _MAX_EXACT = 2 ** 24  # float32 represents every integer of magnitude <= 2^24 exactly
 
 
@@ -107,11 +107,6 @@ def _tail_spikes(d, rest):
     j = tf.range(1, rest + 1, dtype=d.dtype)
     j = tf.reshape(j, tf.concat([[1, -1], tf.ones([tf.rank(d) - 2], tf.int32)], 0))
     return tf.sign(d) * tf.cast(j <= tf.abs(d), d.dtype)
-
-
-def counts_to_spikes(counts):
-    """``s_t = n_t - n_{t-1}`` along axis 1 (``n_{-1} = 0``)."""
-    return counts - tf.pad(counts[:, :-1], shift_pad(counts))
 
 
 def active_length(spikes):

@@ -4,8 +4,14 @@ Tensors are ``[batch, time, ...]``. A neuron layer maps an input-current sequenc
 spike sequence ``o`` (same shape, values 0/1 in ``I``'s dtype). The whole recursion over time is
 **one** ``tf.custom_gradient`` op (``spike_sequence``) whose forward is a ``tf.while_loop`` and
 whose backward is the hand-written recursion of docs/specs/hybrid_and_spike_bp.md §2.7 / §3.5, so the tape stores only the
-output spikes plus one auxiliary ``[T, batch, ...]`` tensor (the pre-spike membrane for
-membrane-based surrogates, the spike age for STDB, nothing for Lee's spike-gated surrogate).
+output spikes plus one auxiliary ``[T, batch, ...]`` tensor, the one the surrogate declares in
+``Surrogate.needs``: the pre-spike membrane (``"membrane"``), the spike age (``"spike_age"``,
+STDB), or nothing (``"spike"``, Lee's spike-gated surrogate).
+
+Structure: ``NeuronParams`` (frozen, validated settings) -> ``spike_sequence`` (the op) built
+from ``_forward_loop`` (the recursion, records what ``needs`` asks for), ``_surrogate_step``
+(``sigma`` from that record) and ``_backward_recursion`` (``dL/dI``). The layers ``LIF``, ``IF``,
+``RathiNeuron``, ``LeeNeuron`` hold a ``NeuronParams``; the last two only change ``DEFAULTS``.
 
 Neuron (threshold ``theta``, leak ``lam``; ``V(-1) = 0``; ``H`` strict), two orderings:
 
@@ -29,6 +35,7 @@ Backward (the reset never carries gradient, as in both originals): with ``g(t) =
 Lee's ``NG = 1[LF > 1e-3] + ln(lam) * LF / N`` with ``LF = sum_t lam^(T-1-t) o(t)`` and spike count
 ``N`` (set to 1 where < 1e-3) is computed per neuron and sample in the forward pass.
 """
+import dataclasses
 import math
 
 import keras
@@ -43,13 +50,61 @@ JIT_MIN_STEPS = 64
 JIT_AUTO = True
 
 
-def _check_neuron_args(threshold, leak, reset):
-    if isinstance(threshold, (int, float)) and not threshold > 0:
-        raise ValueError(f"threshold must be > 0, got {threshold!r}")
-    if not 0.0 < float(leak) <= 1.0:
-        raise ValueError(f"leak must be in (0, 1], got {leak!r}")
-    if reset not in RESETS:
-        raise ValueError(f"reset must be one of {RESETS}, got {reset!r}")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NeuronParams:
+    """Everything but the input current that defines an IF/LIF population; immutable, validated.
+
+    ``threshold``: float > 0, or a scalar tensor / variable (not checked; no gradient flows to
+    it). ``leak`` in (0, 1] per step (1 = IF). ``reset``: ``"subtract"`` (soft) or ``"zero"``
+    (hard). ``surrogate``: a ``tfsnn.surrogates`` name, instance or config (stored as an
+    instance). ``fire_before_integrate``: Rathi's one-step delay. ``leak_in_grad``: False gives
+    Lee's identity leak in the backward pass. ``ng_correction``: Lee's leak-aware gain NG.
+    ``t_last0``: the spike time (steps) assumed before t = 0, STDB's -999 sentinel.
+    ``replace(**changes)`` returns a validated copy.
+    """
+
+    threshold: object = 1.0
+    leak: float = 1.0
+    reset: str = "subtract"
+    surrogate: object = "linear"
+    fire_before_integrate: bool = False
+    leak_in_grad: bool = True
+    ng_correction: bool = False
+    t_last0: float = -999.0
+
+    def __post_init__(self):
+        th = self.threshold
+        if isinstance(th, (int, float)) and not th > 0:
+            raise ValueError(f"threshold must be > 0, got {th!r}")
+        if not 0.0 < float(self.leak) <= 1.0:
+            raise ValueError(f"leak must be in (0, 1], got {self.leak!r}")
+        if self.reset not in RESETS:
+            raise ValueError(f"reset must be one of {RESETS}, got {self.reset!r}")
+        normalised = dict(leak=float(self.leak), surrogate=sg.get(self.surrogate),
+                          fire_before_integrate=bool(self.fire_before_integrate),
+                          leak_in_grad=bool(self.leak_in_grad),
+                          ng_correction=bool(self.ng_correction), t_last0=float(self.t_last0))
+        if normalised["surrogate"].needs not in sg.NEEDS:
+            raise ValueError(f"surrogate {self.surrogate!r}: needs must be one of {sg.NEEDS}")
+        for name, value in normalised.items():
+            object.__setattr__(self, name, value)
+
+    def replace(self, **changes):
+        """A validated copy with ``changes`` (field names of this class)."""
+        return dataclasses.replace(self, **changes)
+
+    def get_config(self):
+        """The fields as a dict (surrogate serialized); ``NeuronParams(**config)`` rebuilds it."""
+        cfg = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {**cfg, "surrogate": sg.serialize(self.surrogate)}
+
+    @property
+    def leak_grad(self):
+        """The leak of the backward recursion: ``leak`` if ``leak_in_grad`` else 1."""
+        return self.leak if self.leak_in_grad else 1.0
+
+
+PARAM_NAMES = tuple(f.name for f in dataclasses.fields(NeuronParams))
 
 
 def _reverse_recursion(e, k):
@@ -93,96 +148,132 @@ def lee_ng(spikes, leak):
     return _lee_ng_time_major(tf.transpose(o, perm), float(leak))
 
 
-def spike_sequence(current, threshold=1.0, leak=1.0, reset="subtract", surrogate="linear",
-                   fire_before_integrate=False, leak_in_grad=True, ng_correction=False,
-                   t_last0=-999.0, return_membrane=False, jit_compile=None):
+def _forward_loop(i_tm, theta, params):
+    """The neuron recursion over time as one ``tf.while_loop`` (time-major).
+
+    ``i_tm``: input current ``[T, B, ...]``; ``theta``: scalar threshold in ``i_tm``'s dtype.
+    Returns ``(o_tm, saved, v_end)``: spikes ``[T, B, ...]``; what ``params.surrogate.needs``
+    asks the backward pass to keep, ``[T, B, ...]`` (``"membrane"``: the pre-spike membrane
+    ``U(t)``, from which the spikes are recomputed; ``"spike_age"``: ``t - t_last``) or ``[0]``
+    (``"spike"``: the spikes suffice); the final state ``R(T-1)`` / ``V(T-1)`` ``[B, ...]``.
+    """
+    dtype = i_tm.dtype
+    lam = params.leak
+    delayed = params.fire_before_integrate
+    zero_reset = params.reset == "zero"
+    needs = params.surrogate.needs
+    n = tf.shape(i_tm)[0]
+    i_ta = tf.TensorArray(dtype, size=n).unstack(i_tm)
+    # "membrane": the spikes are recomputed from the saved membrane (one write per step)
+    o_ta = tf.TensorArray(dtype, size=n) if needs != "membrane" else 0
+    a_ta = tf.TensorArray(dtype, size=n) if needs != "spike" else None
+    zeros = tf.zeros_like(i_tm[0])
+    t_last = zeros + tf.cast(params.t_last0, dtype)
+
+    def body(t, v, t_last, o_ta, a_ta):
+        it = i_ta.read(t)
+        u = v if delayed else (v if lam == 1.0 else lam * v) + it
+        fired = u > theta
+        o = tf.cast(fired, dtype)
+        if needs == "membrane":
+            a_ta = a_ta.write(t, u)
+        elif needs == "spike_age":
+            tf_ = tf.cast(t, dtype)
+            a_ta = a_ta.write(t, tf_ - t_last)
+            t_last = tf.where(fired, tf_, t_last)
+        if delayed:
+            lu = u if lam == 1.0 else lam * u
+            v = (tf.where(fired, zeros, lu) if zero_reset else lu - theta * o) + it
+        else:
+            v = tf.where(fired, zeros, u) if zero_reset else u - theta * o
+        return t + 1, v, t_last, o_ta.write(t, o) if needs != "membrane" else o_ta, a_ta
+
+    loop_vars = (tf.constant(0), zeros, t_last, o_ta, a_ta if a_ta is not None else 0)
+    _, v_end, _, o_ta, a_ta = tf.while_loop(
+        lambda t, *_: t < n, body, loop_vars, maximum_iterations=n)
+    saved = a_ta.stack() if needs != "spike" else tf.zeros([0], dtype)
+    o_tm = tf.cast(saved > theta, dtype) if needs == "membrane" else o_ta.stack()
+    return o_tm, saved, v_end
+
+
+def _surrogate_step(surrogate, saved, o_tm, theta):
+    """``sigma(t) = do/dz`` ``[T, B, ...]`` from ``saved``, what ``surrogate.needs`` had kept."""
+    needs = surrogate.needs
+    if needs == "membrane":
+        return surrogate.grad(saved / theta - 1.0, o_tm)
+    if needs == "spike_age":
+        return surrogate.grad(tf.zeros_like(saved), o_tm, saved)  # independent of z
+    return surrogate.grad(o_tm - 0.5, o_tm)  # "spike"; z: a stand-in with the spike's sign
+
+
+def _backward_recursion(g_tm, sigma, o_tm, theta, params):
+    """``dL/dI`` ``[T, B, ...]`` from ``g_tm`` (``dL/do``, times NG if on) and ``sigma``.
+
+    ``c(t) = g(t) * sigma(t) / theta + k(t) * c(t+1)``, ``k(t) = lam_g * (1 or 1 - o(t))``
+    (module docstring); all tensors ``[T, B, ...]``. With the one-step delay
+    ``dL/dI(t) = c(t+1)``, ``dL/dI(T-1) = 0``.
+    """
+    e = g_tm * sigma / theta
+    lam_g = params.leak_grad
+    k = (lam_g * (1.0 - o_tm)) if params.reset == "zero" else lam_g
+    c = _reverse_recursion(e, k)
+    if params.fire_before_integrate:
+        c = tf.concat([c[1:], tf.zeros_like(c[:1])], axis=0)
+    return c
+
+
+def _auto_jit(jit_compile, steps):
+    """``jit_compile`` resolved (None: XLA when tracing a graph of >= ``JIT_MIN_STEPS`` steps)."""
+    if jit_compile is not None:
+        return bool(jit_compile)
+    return JIT_AUTO and not tf.executing_eagerly() and steps is not None and steps >= JIT_MIN_STEPS
+
+
+def spike_sequence(current, params=None, *, return_membrane=False, jit_compile=None,
+                   **param_changes):
     """Spikes ``[B, T, ...]`` of an IF/LIF population driven by ``current`` ``[B, T, ...]``.
 
-    One custom-gradient op (see the module docstring for the equations). ``threshold``: float or
-    scalar tensor (> 0, no gradient); ``leak`` in (0, 1] (1 = IF); ``surrogate``: name, instance
-    or config of ``tfsnn.surrogates``; ``t_last0``: the spike time assumed before t = 0 (STDB's
-    -999 sentinel). ``return_membrane``: also return the final state ``R(T-1)`` / ``V(T-1)``
-    ``[B, ...]`` (no gradient through it). ``jit_compile``: run the forward loop and the backward
-    recursion as XLA-compiled functions (None: when tracing a graph whose static T is at least
+    One custom-gradient op (module docstring): ``_forward_loop`` forward; ``_surrogate_step`` and
+    ``_backward_recursion`` backward. ``params``: a ``NeuronParams`` (default ``NeuronParams()``);
+    keyword ``param_changes`` (its field names, e.g. ``threshold=layer.theta``) build or amend it.
+    ``return_membrane``: also return the final state ``R(T-1)`` / ``V(T-1)`` ``[B, ...]`` (no
+    gradient through it). ``jit_compile``: run the forward loop and the backward recursion as
+    XLA-compiled functions (None: when tracing a graph whose static T is at least
     ``JIT_MIN_STEPS``; never eagerly).
     """
-    _check_neuron_args(threshold, leak, reset)
-    sur = sg.get(surrogate)
+    if params is None:
+        params = NeuronParams(**param_changes)
+    elif not isinstance(params, NeuronParams):
+        raise TypeError(f"params must be a NeuronParams, got {params!r}; pass the neuron's "
+                        "settings as keywords (threshold=..., leak=..., ...)")
+    elif param_changes:
+        params = params.replace(**param_changes)
     x = tf.convert_to_tensor(current)
     if not x.dtype.is_floating:
         raise TypeError(f"current must be a float tensor, got {x.dtype}")
     if x.shape.rank is not None and x.shape.rank < 2:
         raise ValueError(f"current must be [batch, time, ...], got shape {x.shape}")
     dtype = x.dtype
-    lam = float(leak)
-    lam_g = lam if leak_in_grad else 1.0
-    delayed = bool(fire_before_integrate)
-    zero_reset = reset == "zero"
-    aux_kind = "dt" if sur.uses_dt else ("none" if isinstance(sur, sg.LeeSpike) else "u")
+    threshold = params.threshold
     theta = (tf.constant(float(threshold), dtype) if isinstance(threshold, (int, float))
              else tf.cast(threshold, dtype))  # cast of a Python float would round via float32
     theta = tf.stop_gradient(theta)
-    rank = x.shape.rank
-    perm = [1, 0] + list(range(2, rank))
+    perm = [1, 0] + list(range(2, x.shape.rank))  # [B, T, ...] <-> [T, B, ...]
 
     def forward(x_btn, theta):
-        i_tm = tf.transpose(x_btn, perm)  # [T, B, ...]
-        n = tf.shape(i_tm)[0]
-        i_ta = tf.TensorArray(dtype, size=n).unstack(i_tm)
-        # aux "u": the spikes are recomputed from the saved membrane (one write per step)
-        o_ta = tf.TensorArray(dtype, size=n) if aux_kind != "u" else 0
-        a_ta = tf.TensorArray(dtype, size=n) if aux_kind != "none" else None
-        zeros = tf.zeros_like(i_tm[0])
-        t_last = zeros + tf.cast(t_last0, dtype)
+        o_tm, saved, v_end = _forward_loop(tf.transpose(x_btn, perm), theta, params)
+        ng = (_lee_ng_time_major(o_tm, params.leak) if params.ng_correction
+              else tf.zeros([0], dtype))
+        return tf.transpose(o_tm, perm), o_tm, saved, ng, v_end
 
-        def body(t, v, t_last, o_ta, a_ta):
-            it = i_ta.read(t)
-            u = v if delayed else (v if lam == 1.0 else lam * v) + it
-            fired = u > theta
-            o = tf.cast(fired, dtype)
-            if aux_kind == "u":
-                a_ta = a_ta.write(t, u)
-            elif aux_kind == "dt":
-                tf_ = tf.cast(t, dtype)
-                a_ta = a_ta.write(t, tf_ - t_last)
-                t_last = tf.where(fired, tf_, t_last)
-            if delayed:
-                lu = u if lam == 1.0 else lam * u
-                v = (tf.where(fired, zeros, lu) if zero_reset else lu - theta * o) + it
-            else:
-                v = tf.where(fired, zeros, u) if zero_reset else u - theta * o
-            return t + 1, v, t_last, o_ta.write(t, o) if aux_kind != "u" else o_ta, a_ta
+    def backward(d_spikes, o_tm, saved, ng, theta):
+        g_tm = tf.transpose(d_spikes, perm)
+        if params.ng_correction:  # Lee's gain on dL/do (ops in this order: bit-identical grads)
+            g_tm = g_tm * ng
+        sigma = _surrogate_step(params.surrogate, saved, o_tm, theta)
+        return tf.transpose(_backward_recursion(g_tm, sigma, o_tm, theta, params), perm)
 
-        loop_vars = (tf.constant(0), zeros, t_last, o_ta, a_ta if a_ta is not None else 0)
-        _, v_end, _, o_ta, a_ta = tf.while_loop(
-            lambda t, *_: t < n, body, loop_vars, maximum_iterations=n)
-        aux = a_ta.stack() if aux_kind != "none" else tf.zeros([0], dtype)
-        o_tm = tf.cast(aux > theta, dtype) if aux_kind == "u" else o_ta.stack()
-        ng = _lee_ng_time_major(o_tm, lam) if ng_correction else tf.zeros([0], dtype)
-        return tf.transpose(o_tm, perm), o_tm, aux, ng, v_end
-
-    def backward(d_spikes, o_tm, aux, ng, theta):
-        g = tf.transpose(d_spikes, perm)
-        if ng_correction:
-            g = g * ng
-        if aux_kind == "u":
-            sig = sur.grad(aux / theta - 1.0, o_tm)
-        elif aux_kind == "dt":
-            sig = sur.grad(tf.zeros_like(aux), o_tm, aux)
-        else:
-            sig = sur.grad(o_tm - 0.5, o_tm)  # spike-gated: only the spike is used
-        e = g * sig / theta
-        k = (lam_g * (1.0 - o_tm)) if zero_reset else lam_g
-        c = _reverse_recursion(e, k)
-        if delayed:
-            c = tf.concat([c[1:], tf.zeros_like(c[:1])], axis=0)
-        return tf.transpose(c, perm)
-
-    if jit_compile is None:
-        steps = x.shape[1]
-        jit_compile = (JIT_AUTO and not tf.executing_eagerly() and steps is not None
-                       and steps >= JIT_MIN_STEPS)
-    if jit_compile:
+    if _auto_jit(jit_compile, x.shape[1]):
         forward = tf.function(forward, jit_compile=True)
         backward = tf.function(backward, jit_compile=True)
 
@@ -190,10 +281,10 @@ def spike_sequence(current, threshold=1.0, leak=1.0, reset="subtract", surrogate
     def op(x_btn):
         # stop_gradient: the tape must not differentiate the (XLA) function itself; it would
         # try to export the loop's TensorLists. The gradient is ``grad`` below.
-        spikes, o_tm, aux, ng, v_end = forward(tf.stop_gradient(x_btn), theta)
+        spikes, o_tm, saved, ng, v_end = forward(tf.stop_gradient(x_btn), theta)
 
         def grad(d_spikes, *unused):
-            return backward(tf.stop_gradient(d_spikes), o_tm, aux, ng, theta)
+            return backward(tf.stop_gradient(d_spikes), o_tm, saved, ng, theta)
 
         if return_membrane:
             return (spikes, tf.stop_gradient(v_end)), grad
@@ -204,34 +295,52 @@ def spike_sequence(current, threshold=1.0, leak=1.0, reset="subtract", surrogate
 
 # --------------------------------------------------------------------------- Keras layers
 
+def _param_property(name, doc):
+    """A layer attribute backed by ``self.params.<name>``; setting it replaces ``params``."""
+    def get(self):
+        return getattr(self.params, name)
+
+    def set_(self, value):
+        self.params = self.params.replace(**{name: value})
+
+    return property(get, set_, doc=doc)
+
+
 @keras.saving.register_keras_serializable(package="tfsnn")
 class LIF(keras.layers.Layer):
     """Leaky integrate-and-fire population: input currents ``[B, T, ...]`` -> spikes ``[B, T, ...]``.
 
-    ``threshold`` is the initial value of the non-trainable scalar weight ``theta`` (saved with
-    the model; threshold balancing writes it). ``leak`` in (0, 1] is the per-step membrane
-    factor (1 = IF). ``reset``: ``"subtract"`` (soft) or ``"zero"`` (hard). ``surrogate``: a
-    ``tfsnn.surrogates`` name, instance or config. Switches reproducing the originals:
-    ``fire_before_integrate`` (Rathi's one-step delay), ``leak_in_grad`` (False: Lee's identity
-    leak in the backward pass), ``ng_correction`` (Lee's leak-aware gain), ``t_last0`` (STDB's
-    spike-time sentinel). ``jit_compile``: XLA for the op's loops (None: automatic, see
-    ``spike_sequence``). Gradient: one custom op, see ``spike_sequence``.
+    Arguments: ``threshold`` (positional or keyword) and the other ``NeuronParams`` fields as
+    keywords (``leak``, ``reset``, ``surrogate``, ``fire_before_integrate``, ``leak_in_grad``,
+    ``ng_correction``, ``t_last0``); unset ones take the class's ``DEFAULTS``, then
+    ``NeuronParams``' defaults. ``threshold`` is the initial value of the non-trainable scalar
+    weight ``theta`` (saved with the model; threshold balancing writes it). ``jit_compile``: XLA
+    for the op's loops (None: automatic, see ``spike_sequence``). ``params`` holds the settings;
+    ``leak``, ``reset``, ... (and ``threshold_init``) read and replace it. Gradient: one custom
+    op, see ``spike_sequence``.
     """
 
-    def __init__(self, threshold=1.0, leak=1.0, reset="subtract", surrogate="linear",
-                 fire_before_integrate=False, leak_in_grad=True, ng_correction=False,
-                 t_last0=-999.0, jit_compile=None, **kwargs):
+    DEFAULTS = {}  # NeuronParams fields whose default a subclass changes
+
+    threshold_init = _param_property("threshold", "Initial value of ``theta`` (float).")
+    leak = _param_property("leak", "Per-step membrane factor in (0, 1].")
+    reset = _param_property("reset", '``"subtract"`` or ``"zero"``.')
+    surrogate = _param_property("surrogate", "The ``tfsnn.surrogates.Surrogate``.")
+    fire_before_integrate = _param_property("fire_before_integrate", "Rathi's one-step delay.")
+    leak_in_grad = _param_property("leak_in_grad", "False: identity leak in the gradient.")
+    ng_correction = _param_property("ng_correction", "Lee's leak-aware gain NG.")
+    t_last0 = _param_property("t_last0", "Spike time assumed before t = 0 (steps).")
+
+    def __init__(self, threshold=None, *, jit_compile=None, **kwargs):
+        given = {k: kwargs.pop(k) for k in PARAM_NAMES if k in kwargs}
+        if threshold is not None:
+            given["threshold"] = threshold
         super().__init__(**kwargs)
-        _check_neuron_args(float(threshold), leak, reset)
+        args = {**self.DEFAULTS, **given}
+        if "threshold" in args:
+            args["threshold"] = float(args["threshold"])
+        self.params = NeuronParams(**args)
         self.jit_compile = jit_compile
-        self.threshold_init = float(threshold)
-        self.leak = float(leak)
-        self.reset = reset
-        self.surrogate = sg.get(surrogate)
-        self.fire_before_integrate = bool(fire_before_integrate)
-        self.leak_in_grad = bool(leak_in_grad)
-        self.ng_correction = bool(ng_correction)
-        self.t_last0 = float(t_last0)
 
     def build(self, input_shape):
         if len(input_shape) < 2:
@@ -241,30 +350,26 @@ class LIF(keras.layers.Layer):
             initializer=keras.initializers.Constant(self.threshold_init))
 
     def call(self, current, return_membrane=False):
-        return spike_sequence(
-            current, self.theta, self.leak, self.reset, self.surrogate,
-            self.fire_before_integrate, self.leak_in_grad, self.ng_correction, self.t_last0,
-            return_membrane=return_membrane, jit_compile=self.jit_compile)
+        return spike_sequence(current, self.params, threshold=self.theta,
+                              return_membrane=return_membrane, jit_compile=self.jit_compile)
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "threshold": self.threshold_init, "leak": self.leak,
-                "reset": self.reset, "surrogate": sg.serialize(self.surrogate),
-                "fire_before_integrate": self.fire_before_integrate,
-                "leak_in_grad": self.leak_in_grad, "ng_correction": self.ng_correction,
-                "t_last0": self.t_last0, "jit_compile": self.jit_compile}
+        return {**super().get_config(), **self.params.get_config(),
+                "jit_compile": self.jit_compile}
 
 
 @keras.saving.register_keras_serializable(package="tfsnn")
 class IF(LIF):
     """Integrate-and-fire (``LIF`` with ``leak = 1``)."""
 
-    def __init__(self, threshold=1.0, leak=1.0, **kwargs):
+    def __init__(self, threshold=None, **kwargs):
+        leak = kwargs.get("leak", 1.0)
         if float(leak) != 1.0:
             raise ValueError(f"IF has no leak (leak=1), got leak={leak!r}; use LIF")
-        super().__init__(threshold=threshold, leak=1.0, **kwargs)
+        super().__init__(threshold, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="tfsnn")
@@ -274,11 +379,7 @@ class RathiNeuron(LIF):
     Defaults: ``leak=1`` (IF), ``surrogate=STDB(alpha=0.3, beta=0.01)``, ``t_last0=-999``.
     """
 
-    def __init__(self, threshold=1.0, leak=1.0, reset="subtract", surrogate="stdb",
-                 fire_before_integrate=True, leak_in_grad=True, ng_correction=False,
-                 t_last0=-999.0, jit_compile=None, **kwargs):
-        super().__init__(threshold, leak, reset, surrogate, fire_before_integrate,
-                         leak_in_grad, ng_correction, t_last0, jit_compile, **kwargs)
+    DEFAULTS = {"surrogate": "stdb", "fire_before_integrate": True}
 
 
 @keras.saving.register_keras_serializable(package="tfsnn")
@@ -286,9 +387,5 @@ class LeeNeuron(LIF):
     """Lee et al. (spike-based BP) neuron: integrate first, reset to zero, ``leak=0.99``,
     spike-gated surrogate ``1[U > theta]/theta``, identity leak in the gradient, NG correction."""
 
-    def __init__(self, threshold=1.0, leak=0.99, reset="zero", surrogate="lee",
-                 fire_before_integrate=False, leak_in_grad=False, ng_correction=True,
-                 t_last0=-999.0, jit_compile=None, **kwargs):
-        super().__init__(threshold, leak, reset, surrogate, fire_before_integrate,
-                         leak_in_grad, ng_correction, t_last0, jit_compile, **kwargs)
-
+    DEFAULTS = {"leak": 0.99, "reset": "zero", "surrogate": "lee", "leak_in_grad": False,
+                "ng_correction": True}
