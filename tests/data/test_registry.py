@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tfsnn import data, runs
-from tfsnn.data.preprocess import quant_mnist, snn_mnist, to_float
+from tfsnn.data.preprocessing import quant_mnist, snn_mnist, to_float
 from tfsnn.training import iir, proxy, quant, snn
 
 NAME = "tiny_digits"
