@@ -133,7 +133,7 @@ MIRRORED = textwrap.dedent("""
     import sys, numpy as np, tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    sys.path.insert(0, sys.argv[2])
+    sys.path[:0] = [sys.argv[2], sys.argv[2] + "/training"]  # conftest.py, test_train_quant.py
     from test_train_quant import tiny_arrays
     from tfsnn import runs
     from tfsnn.training import quant
@@ -145,8 +145,7 @@ MIRRORED = textwrap.dedent("""
 
 
 def test_mirrored_strategy_two_logical_cpus(tmp_path):
-    out = subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path / "m"),
-                          str(REPO / "tests" / "training")],
+    out = subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path / "m"), str(REPO / "tests")],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "replicas 2" in out.stdout
