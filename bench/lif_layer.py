@@ -1,6 +1,7 @@
 """Benchmark: one bias-free Linear (2048 -> 2048) + LIF layer vs the dense-matmul floor.
 
     python bench/lif_layer.py [--batch 16 --timesteps 500 --features 2048 --density 0.2
+                               --neuron lif|alif|cuba|rlif --state --record
                                --repeats 5 --surrogate linear --leak 0.95 --reset subtract
                                --jit auto|on|off]
 
@@ -40,6 +41,10 @@ flags.DEFINE_enum("reset", "subtract", ["subtract", "zero"], "reset mode")
 flags.DEFINE_float("threshold", 1.0, "threshold")
 flags.DEFINE_enum("jit", "auto", ["auto", "on", "off"], "XLA for the neuron op's loops "
                   "(auto: the library default, on for T >= 64 inside tf.function)")
+flags.DEFINE_enum("neuron", "lif", ["lif", "alif", "cuba", "rlif"], "neuron op: lif "
+                  "(spike_sequence), alif, cuba (CuBa-LIF), rlif (recurrent, [F, F] feedback)")
+flags.DEFINE_bool("state", False, "pass an initial state and take the final state (with gradient)")
+flags.DEFINE_bool("record", False, "also output the membrane trace [B, T, F] (enters the loss)")
 flags.DEFINE_string("memory_of", "", "internal: measure the peak memory of one variant")
 
 VARIANTS = ("floor_fwd", "floor_fwd_bwd", "layer_fwd", "layer_fwd_bwd")
@@ -56,6 +61,7 @@ def _vm_kib(key):
 def build():
     import numpy as np
     import tensorflow as tf
+    from tfsnn.layers.neurons import alif_sequence, cuba_sequence, recurrent_sequence
     from tfsnn.layers.neurons.lif import spike_sequence
 
     B, T, F = FLAGS.batch, FLAGS.timesteps, FLAGS.features
@@ -66,6 +72,27 @@ def build():
     kw = dict(threshold=FLAGS.threshold, leak=FLAGS.leak, reset=FLAGS.reset,
               surrogate=FLAGS.surrogate,
               jit_compile={"auto": None, "on": True, "off": False}[FLAGS.jit])
+
+    v0 = tf.constant(rng.normal(0, 0.3, (B, F)).astype(np.float32))
+    wr = tf.Variable(rng.normal(0, 0.3 / np.sqrt(F), (F, F)).astype(np.float32))
+    opts = dict(threshold=FLAGS.threshold, leak=FLAGS.leak, reset=FLAGS.reset,
+                surrogate=FLAGS.surrogate, return_trace=FLAGS.record, jit_compile=kw["jit_compile"],
+                initial_state=(v0, v0) if FLAGS.state else None)
+
+    def neuron(i):
+        """Spikes, plus the trace and final state folded into one extra loss term."""
+        if FLAGS.neuron == "lif" and not (FLAGS.state or FLAGS.record):
+            return spike_sequence(i, **kw), 0.0
+        if FLAGS.neuron == "lif":
+            out = spike_sequence(i, **kw, initial_state=v0 if FLAGS.state else None,
+                                 return_trace=FLAGS.record, return_state=FLAGS.state)
+            s, rest = out[0], out[1:]
+        else:
+            fn = {"alif": alif_sequence, "cuba": cuba_sequence}.get(FLAGS.neuron)
+            s, trace, end = (fn(i, **opts) if fn is not None
+                             else recurrent_sequence(i, wr, **opts))
+            rest = ((trace,) if FLAGS.record else ()) + (end if FLAGS.state else ())
+        return s, sum(tf.reduce_sum(r) * 1e-3 for r in rest)
 
     def dense(x):  # time folded into the batch: one [B*T, F] x [F, F] matmul
         return tf.reshape(tf.matmul(tf.reshape(x, [-1, F]), w), [B, T, F])
@@ -82,13 +109,13 @@ def build():
 
     @tf.function
     def layer_fwd():
-        return spike_sequence(dense(x), **kw)
+        return neuron(dense(x))
 
     @tf.function
     def layer_fwd_bwd():
         with tf.GradientTape() as tape:
-            s = spike_sequence(dense(x), **kw)
-            loss = tf.reduce_sum(s * g)
+            s, extra = neuron(dense(x))
+            loss = tf.reduce_sum(s * g) + extra
         return s, tape.gradient(loss, w)
 
     return dict(floor_fwd=floor_fwd, floor_fwd_bwd=floor_fwd_bwd, layer_fwd=layer_fwd,
@@ -127,7 +154,7 @@ def main(argv):
     import numpy as np
     import tensorflow as tf
     fns = build()
-    spikes = fns["layer_fwd"]()
+    spikes = fns["layer_fwd"]()[0]
     rate = float(tf.reduce_mean(spikes))
     for fn in fns.values():  # trace + warm up
         _sync(fn())
@@ -144,12 +171,13 @@ def main(argv):
         args = [sys.executable, os.path.abspath(__file__), f"--memory_of={k}"] + [
             f"--{f}={getattr(FLAGS, f)}" for f in
             ("batch", "timesteps", "features", "density", "surrogate", "leak", "reset",
-             "threshold", "jit")]
+             "threshold", "jit", "neuron", "state", "record")]
         out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
         mem[k] = json.loads(out.strip().splitlines()[-1])
     B, T, F = FLAGS.batch, FLAGS.timesteps, FLAGS.features
-    print(f"Linear({F}->{F}, no bias) + LIF(leak={FLAGS.leak}, reset={FLAGS.reset}, "
-          f"surrogate={FLAGS.surrogate}, jit={FLAGS.jit}); B={B} T={T} input density={FLAGS.density}; "
+    print(f"Linear({F}->{F}, no bias) + {FLAGS.neuron.upper()}(leak={FLAGS.leak}, reset={FLAGS.reset}, "
+          f"surrogate={FLAGS.surrogate}, jit={FLAGS.jit}, state={FLAGS.state}, "
+          f"record={FLAGS.record}); B={B} T={T} input density={FLAGS.density}; "
           f"output rate={rate:.3f}; TF {tf.__version__}, {os.cpu_count()} CPUs, "
           f"median of {FLAGS.repeats}")
     print(f"{'variant':16s} {'time_s':>8s} {'peak_MiB':>9s} ({mem['floor_fwd']['kind']})")

@@ -37,3 +37,32 @@ def define(defaults, notes=None):
             flags.DEFINE_enum(name, defaults.get(name), list(STRATEGIES), text)
         else:
             _KIND[name](name, defaults.get(name), text)
+
+
+def guarded(fn):
+    """Run ``fn()`` (a script's work, after the flags are parsed) and turn expected failures into
+    a message and exit code != 0, no traceback: a bad flag (``ConfigError``) becomes absl's
+    ``UsageError``; a run that cannot go on (``RunError``: locked run dir, damaged file,
+    diverged), a dataset that cannot be read, or a file-system error (full disk, read-only)
+    prints ``error: <message>`` on stderr and exits with status 1."""
+    import sys
+
+    from absl import app
+
+    from tfsnn import runs
+    from tfsnn.data import loaders
+    try:
+        return fn()
+    except runs.ConfigError as e:
+        raise app.UsageError(str(e))
+    except (runs.RunError, loaders.DatasetFileError, OSError) as e:
+        msg = str(e) if not isinstance(e, OSError) or isinstance(
+            e, loaders.DatasetNotFoundError) else _os_message(e)
+        sys.stderr.write(f"error: {msg}\n")
+        sys.stderr.flush()
+        sys.exit(1)
+
+
+def _os_message(e):
+    where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+    return f"{where}{e.strerror or e} ({type(e).__name__})"

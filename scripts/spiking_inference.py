@@ -15,7 +15,15 @@ Reads ``<run_dir>/model.keras`` (and ``flags.json`` for the defaults of --k, --u
   agreement_per_step (fraction of images whose SNN prediction equals the ANN's), disagreements,
   equal_from_step, accuracy_equal_from_step, converged_step, timesteps, k, use_int,
   spikes_per_image, sops_per_image, ann_macs_per_image, ...;
-* ``tb/``: TensorBoard scalars over the time step.
+* ``report.md`` / ``report.json``: the per-layer table (neurons, spikes/image, firing rate,
+  SOPs/image, ANN MACs/image, SOP/MAC, energy per inference under each device model of
+  ``tfsnn.energy``), also printed;
+* PNG figures (150 dpi) with SVG and PDF copies;
+* ``tb/``: TensorBoard scalars, histograms and the per-layer table over the time step.
+
+The outputs are written all or nothing: into a staging directory that replaces ``<run_dir>/snn``
+only once complete (a failure leaves the previous ``snn/`` untouched); ``<run_dir>/snn`` must be
+writable, which is checked before the simulation starts.
 
 --timesteps default: ``32 * 2^k`` (levels scale with 2^k; a neuron reaches its level at one
 spike per step, so this covers ANN activations up to ~31 plus settling). The run checks it:
@@ -23,11 +31,13 @@ spike per step, so this covers ANN activations up to ~31 plus settling). The run
 then stationary and equals the ANN exactly); a warning is logged if T was not enough.
 """
 import json
-import os
+import math
 import sys
 import time
 
 from absl import app, flags, logging
+
+import run_flags  # scripts/run_flags.py
 
 from tfsnn import data  # the dataset registry, for --dataset
 
@@ -99,8 +109,8 @@ def validate():
               "quantized one (train without --full_precision)")
     if FLAGS.timesteps is not None and FLAGS.timesteps < 1:
         _fail("timesteps", f"must be >= 1, got {FLAGS.timesteps}")
-    if FLAGS.noise_ratio < 0:
-        _fail("noise_ratio", f"must be >= 0, got {FLAGS.noise_ratio}")
+    if not (math.isfinite(FLAGS.noise_ratio) and FLAGS.noise_ratio >= 0):
+        _fail("noise_ratio", f"must be a finite number >= 0, got {FLAGS.noise_ratio}")
     if FLAGS.batch_size < 1:
         _fail("batch_size", f"must be >= 1, got {FLAGS.batch_size}")
     if FLAGS.max_test_examples < 0:
@@ -110,20 +120,26 @@ def validate():
         data.check_name(dataset, "quant")
     except ValueError as e:
         _fail("dataset", str(e))
+    # the outputs must be writable: checked before the simulation, not after it
+    if (run.path / "snn").exists() and not (run.path / "snn").is_dir():
+        raise runs.RunError(f"--run_dir {run.path / 'snn'}: exists and is not a directory")
+    runs.check_writable(run.path, "run_dir")
     return saved, run, dataset
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    run_flags.guarded(run_inference)
+
+
+def run_inference():
     saved, run, dataset = validate()
-    import keras
     import numpy as np
-    from tfsnn import accounting, conversion as cv, runs
-    from tfsnn.viz import tensorboard as callbacks
+    from tfsnn import conversion as cv, runs
     from tfsnn import simulation as sim
 
-    model = keras.saving.load_model(run.model, compile=False)
+    model = runs.load_model(run.model)
     try:
         _, _, model_k = cv.parse_model(model)
     except ValueError as e:
@@ -154,8 +170,26 @@ def main(argv):
                        seed=FLAGS.noise_seed, ann=model, progress=True)
     seconds = time.time() - t0
 
-    out_dir = run.path / "snn"
-    os.makedirs(out_dir, exist_ok=True)
+    # every output is written into a staging dir that replaces <run_dir>/snn only when complete
+    with runs.staged_dir(run.path / "snn") as out_dir:
+        summary, macs, sops = write_outputs(out_dir, res, snn, x, dataset, k, ternary, t_steps,
+                                            seconds)
+    if not res.converged:
+        logging.warning("the SNN still spiked at the last step (%d); increase --timesteps",
+                        t_steps - 1)
+    print(json.dumps({key: summary[key] for key in (
+        "ann_accuracy", "snn_accuracy", "disagreements", "equal_from_step",
+        "accuracy_equal_from_step", "converged_step", "timesteps", "k", "use_int")}))
+    print(f"sops/image={sops['total']:.0f} ann_macs/image={macs['total']} "
+          f"spikes/image={summary['spikes_per_image']['total']:.0f} -> {run.path / 'snn'}")
+
+
+def write_outputs(out_dir, res, snn, x, dataset, k, ternary, t_steps, seconds):
+    """Write the stat files, README, summary.json, PNGs and TensorBoard views into ``out_dir``;
+    returns ``(summary, ann MACs, SOPs per image)``."""
+    import numpy as np
+    from tfsnn import accounting, report, runs
+    from tfsnn.viz import tensorboard as callbacks
     series = res.stat_series()
     for name, text in accounting.stat_file_texts(series).items():
         runs.atomic_write_text(out_dir / name, text)
@@ -167,6 +201,8 @@ def main(argv):
     acc_equal_from = (0 if same_acc.size == 0 else
                       int(same_acc[-1] + 1) if same_acc[-1] + 1 < len(acc) else None)
     macs = accounting.ann_macs(snn)
+    rep = report.write(out_dir, res, macs, snn=snn, dataset=dataset)  # report.md / report.json
+    print(rep.text())
     sops = res.sops_per_image()
     summary = {
         "dataset": dataset, "n_images": res.n_images, "k": k, "use_int": FLAGS.use_int,
@@ -182,6 +218,8 @@ def main(argv):
         "spikes_per_image": res.spikes_per_image(), "sops_per_image": sops,
         "ann_macs_per_image": macs,
         "sops_over_ann_macs": sops["total"] / macs["total_hidden_and_output"],
+        "energy_J_per_image": rep.totals["energy_J"],
+        "ann_energy_J_per_image": rep.totals["ann_energy_J"],
         "spike_rates_per_step": {
             name: [float(v) for v in (res.pos + res.neg)[:, i].sum(0) / res.n_images]
             for i, name in enumerate(res.layer_names)},
@@ -191,18 +229,12 @@ def main(argv):
     }
     trains = callbacks.sample_spike_trains(snn, x[:RASTER_IMAGES], t_steps)
     summary["plots"] = [p.name for p in callbacks.save_simulation_plots(
-        out_dir, res, trains, ann_macs=macs["total_hidden_and_output"])]
+        out_dir, res, trains, ann_macs=macs["total_hidden_and_output"], report=rep,
+        dataset=dataset)]
     runs.atomic_write_json(out_dir / "summary.json", summary)
     if FLAGS.tensorboard:
-        callbacks.log_simulation(out_dir / "tb", res, trains)
-    if not res.converged:
-        logging.warning("the SNN still spiked at the last step (%d); increase --timesteps",
-                        t_steps - 1)
-    print(json.dumps({key: summary[key] for key in (
-        "ann_accuracy", "snn_accuracy", "disagreements", "equal_from_step",
-        "accuracy_equal_from_step", "converged_step", "timesteps", "k", "use_int")}))
-    print(f"sops/image={sops['total']:.0f} ann_macs/image={macs['total']} "
-          f"spikes/image={summary['spikes_per_image']['total']:.0f} -> {out_dir}")
+        callbacks.log_simulation(out_dir / "tb", res, trains, report=rep, dataset=dataset)
+    return summary, macs, sops
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ Outputs go to --run_dir (default logs/quant_<dataset>_k<k>[_ternary]): flags.jso
 checkpoint/ (every epoch), model.keras, history.csv, tb/ (TensorBoard), results.json.
 """
 import os
+import sys
 
 from absl import app, flags
 
@@ -23,6 +24,9 @@ flags.DEFINE_enum("mode", "training", ["training", "inference"],
 flags.DEFINE_bool("use_ternary", True, "Ternary {-1,0,1} kernels for every conv but the first.")
 flags.DEFINE_string("dataset", "fashion_mnist", f"{describe('quant')}: the dataset and the "
                     "model that follows it.")
+flags.DEFINE_string("model", None, "Architecture: all_int_lenet / all_int_vgg (the ALL_INT "
+                    "layout) or a plain-Keras zoo model through tfsnn.quantize_model: zoo_mlp, zoo_vgg, "
+                    "zoo_resnet8, zoo_resnet20; default: the dataset's (all_int_lenet / all_int_vgg).")
 flags.DEFINE_bool("full_precision", False, "Train the full-precision twin (no quantizers) instead.")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (initial value of the schedule).")
 flags.DEFINE_enum("lr_schedule", "cosine", ["constant", "cosine"],
@@ -39,7 +43,8 @@ flags.DEFINE_enum("qat_backend", "tfsnn", ["tfsnn", "tfmot"],
                   "rebuilt as a tfsnn model in --run_dir.")
 
 # Flags whose value is validated by tfsnn (absl only checks types and enums).
-CONFIG_FLAGS = ("k", "mode", "use_ternary", "dataset", "full_precision", "epochs", "batch_size",
+CONFIG_FLAGS = ("k", "model", "mode",
+                "use_ternary", "dataset", "full_precision", "epochs", "batch_size",
                 "learning_rate", "lr_schedule", "resume", "overwrite", "run_dir",
                 "max_train_examples", "max_test_examples", "validation_examples", "seed",
                 "strategy", "tensorboard", "qat_backend")
@@ -50,26 +55,26 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if FLAGS.qat_backend == "tfmot":  # must precede the first TensorFlow import
         os.environ["TF_USE_LEGACY_KERAS"] = "1"
-    from tfsnn import runs
     from tfsnn.training import quant
     config = {name: FLAGS[name].value for name in CONFIG_FLAGS
               if FLAGS[name].present or FLAGS.mode == "training"}
-    try:
+
+    def work():
         if FLAGS.mode == "training":
             c = quant.resolve(config)
             results = quant.train(c)
             if c["qat_backend"] == "tfmot":
                 print(f"tfmot model test_accuracy={results['tfmot_test_accuracy']:.4f}; rebuilt "
                       f"tfsnn model disagrees on {results['tfmot_vs_tfsnn_disagreements']} images")
+            if results.get("warning"):
+                print(f"warning: {results['warning']}", file=sys.stderr)
+            print(quant.summary_line(c, results))
         else:
             c = quant.resolve(config)
             results = quant.infer(config)
             print(f"test_accuracy={results['test_accuracy']:.4f} "
                   f"({results['test_examples']} images) run_dir={c['run_dir']}")
-            return
-    except runs.ConfigError as e:
-        raise app.UsageError(str(e))
-    print(quant.summary_line(c, results))
+    run_flags.guarded(work)
 
 
 if __name__ == "__main__":

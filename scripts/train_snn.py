@@ -133,15 +133,14 @@ def build_config(method, module):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from tfsnn import runs
     module = method_module(FLAGS.method)
     config = build_config(FLAGS.method, module)
-    try:
+
+    def work():
         c = module.resolve(config)
         results = module.train(c)
-    except runs.ConfigError as e:
-        raise app.UsageError(str(e))
-    print(module.summary_line(c, results))
+        print(module.summary_line(c, results))
+    run_flags.guarded(work)
 
 
 if __name__ == "__main__":

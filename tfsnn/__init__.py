@@ -28,14 +28,14 @@ if _keras.backend.backend() != "tensorflow":  # e.g. set in ~/.keras/keras.json
 # Everything a saved model can hold is registered on import, so that after ``import tfsnn``
 # ``keras.models.load_model`` reads any tfsnn model (layers, losses, surrogates, quantizers).
 from tfsnn import data, layers, losses, metrics, models, quantizers, surrogates  # noqa: E402
-from tfsnn.conversion import convert  # noqa: E402
+from tfsnn.conversion import convert, quantize_model  # noqa: E402
 from tfsnn.export import export_ann, export_snn  # noqa: E402
 from tfsnn.simulation import SimResult, simulate  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
     # the integer-SNN pipeline
-    "convert", "simulate", "SimResult", "export_snn", "export_ann",
+    "quantize_model", "convert", "simulate", "SimResult", "export_snn", "export_ann",
     # building blocks
     "layers", "models", "quantizers", "surrogates", "losses", "metrics", "data",
 ]

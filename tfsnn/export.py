@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfsnn.conversion import split_snn
+from tfsnn.layers.neurons.base import NeuronLayer
 from tfsnn.simulation import make_batch_fn
 
 
@@ -107,3 +108,50 @@ def export_snn(snn, path, timesteps=None):
 def export_ann(model, path):
     """Write a (quantized) Keras ANN as a SavedModel with the ``serving_default`` signature."""
     return _atomic_save(*_ann_module(model), path)
+
+
+def _all_layers(layer):
+    for sub in getattr(layer, "layers", ()):
+        yield sub
+        yield from _all_layers(sub)
+
+
+def _stream_module(model):
+    """A module with the ``step`` / ``reset`` signatures of a model of stateful neuron layers."""
+    stateful = [l for l in _all_layers(model) if isinstance(l, NeuronLayer) and l.stateful]
+    if not stateful:
+        raise ValueError("export_stream needs a model with stateful neuron layers "
+                         "(stateful=True, fixed batch size)")
+    batch = model.input.shape[0]
+    if batch is None:
+        raise ValueError("export_stream needs a fixed batch size: keras.Input(shape, batch_size=B)")
+    m = _Module()
+    m.model = model
+    spec = tf.TensorSpec([batch, *model.input.shape[2:]], model.input.dtype, name="frames")
+
+    @tf.function(input_signature=[spec])
+    def step(frames):
+        out = model(frames[:, None], training=False)
+        flat = [o[:, 0] for o in tf.nest.flatten(out)]
+        return {"output" if len(flat) == 1 else f"output_{i}": o for i, o in enumerate(flat)}
+
+    @tf.function(input_signature=[])
+    def reset():
+        for layer in stateful:
+            layer.reset_states()
+        return {"done": tf.constant(True)}
+
+    m.step, m.reset = step, reset
+    return m, {"serving_default": step, "step": step, "reset": reset}
+
+
+def export_stream(model, path):
+    """Write a model of ``stateful=True`` neuron layers as a streaming SavedModel at ``path``.
+
+    Signatures: ``step`` (also ``serving_default``): ``frames`` ``[B, ...]`` (one time step of
+    the model's ``[B, T, ...]`` input, fixed batch ``B``) -> ``output`` (``output_<i>`` for
+    several) ``[B, ...]``, advancing the neuron states kept in the SavedModel's variables;
+    ``reset``: zero every state -> ``done``. Stepping T frames gives the model's output on the
+    whole ``[B, T, ...]`` sequence.
+    """
+    return _atomic_save(*_stream_module(model), path)

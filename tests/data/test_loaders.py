@@ -100,6 +100,7 @@ def test_cifar_pickles(isolated, monkeypatch):
 
 
 def test_missing_dataset_error_lists_places_and_remedy(isolated, monkeypatch):
+    (isolated / "nothing").mkdir()  # an existing, empty data dir (a missing one is an error)
     monkeypatch.setenv("TFSNN_DATA_DIR", str(isolated / "nothing"))
     with pytest.raises(data.DatasetNotFoundError) as e:
         data.load("mnist", download=False)

@@ -83,6 +83,7 @@ def test_registered_dataset_loads_splits_and_preprocesses(tiny):
 
 
 def test_registered_dataset_not_found_names_its_places(tiny, monkeypatch, tmp_path):
+    (tmp_path / "empty").mkdir()
     monkeypatch.setenv("TFSNN_DATA_DIR", str(tmp_path / "empty"))
     with pytest.raises(data.DatasetNotFoundError) as e:
         data.load(NAME)  # no download hook: nothing to try online

@@ -66,6 +66,28 @@ def test_end_to_end_outputs(run_dir):
     assert series["accuracy.txt"].sum(0)[-1] == round(s["snn_accuracy"] * 150)
     assert series["sop_num.txt"][:, -1].sum() == pytest.approx(s["sops_per_image"]["total"] * 150)
     assert (out / "README.md").is_file() and any((out / "tb").iterdir())
+    assert not [p for p in run_dir.iterdir() if p.name.startswith(".snn")]  # no staging leftovers
+    rep = json.loads((out / "report.json").read_text())  # the per-layer table with energy
+    assert (out / "report.md").is_file() and s["energy_J_per_image"]["loihi"] > 0
+    assert rep["totals"]["sops_per_image"] == pytest.approx(s["sops_per_image"]["total"])
+
+
+def test_unwritable_output_fails_before_the_simulation(tmp_path, run_dir):
+    d = tmp_path / "run"
+    d.mkdir()
+    for name in ("model.keras", "flags.json"):
+        (d / name).write_bytes((run_dir / name).read_bytes())
+    (d / "snn").write_text("a file where the output directory goes")
+    r = _run("--run_dir", str(d), "--noise_ratio", "nan")
+    assert r.returncode != 0 and "--noise_ratio" in r.stderr
+    r = _run("--run_dir", str(d), "--max_test_examples", "50")
+    assert r.returncode == 1 and "error:" in r.stderr and "not a directory" in r.stderr
+    assert "Traceback" not in r.stderr and "snn batches" not in r.stderr
+    (d / "model.keras").write_bytes((run_dir / "model.keras").read_bytes()[:500])  # truncated
+    (d / "snn").unlink()
+    r = _run("--run_dir", str(d), "--max_test_examples", "50")
+    assert r.returncode == 1 and "model.keras" in r.stderr and "damaged" in r.stderr
+    assert "Traceback" not in r.stderr and not (d / "snn").exists()
 
 
 @pytest.mark.slow

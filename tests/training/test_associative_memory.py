@@ -102,7 +102,7 @@ def test_best_dev_epoch_is_tested_and_stability_logged(tmp_path):
     assert len(rows) == 5 and r["best_epoch"] == int(np.argmin(val)) + 1
     assert r["best_val_loss"] == pytest.approx(min(val), rel=1e-6)
     assert all(0.0 <= float(row["stable_synapse1"]) <= 1.0 for row in rows)
-    best = keras.models.load_model(tmp_path / "am" / "checkpoint" / "best.keras")
+    best = keras.models.load_model(runs.RunDir(tmp_path / "am").best)
     c = am.resolve(cfg)
     test = am.epoch_maker(pats, c, c["seed"] + am.TEST_SEED_OFFSET, 1, False)(
         tf.constant(0, tf.int64))

@@ -234,7 +234,7 @@ def test_test_accuracy_is_the_best_dev_epochs(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "r" / "history.csv")))
     acc = [float(row["val_accuracy"]) for row in rows]
     assert r["best_epoch"] == int(np.argmax(acc)) + 1  # first maximum
-    best = keras.models.load_model(tmp_path / "r" / "checkpoint" / "best.keras")
+    best = keras.models.load_model(runs.RunDir(tmp_path / "r").best)
     _, want = best.evaluate(train_iir.eval_dataset(*arrays[2], 16), verbose=0)
     assert r["test_accuracy"] == pytest.approx(want) and "test_accuracy_last" in r
     assert set(r["filter_stability"]) == {"synapse1", "synapse2", "synapse3"}

@@ -35,6 +35,10 @@ def test_spike_bp_run_and_exact_resume(tmp_path):
     assert len(run.history.read_text().strip().splitlines()) == 3  # header + 2 epochs
     m = keras.models.load_model(run.model)
     assert m.get_layer("spike1").ng_correction and np.isfinite(r1["test_loss"])
+    rep = json.loads((run.path / "report.json").read_text())  # counted on the test split
+    assert rep["meta"]["n_images"] == len(arrays()[2][0]) and rep["meta"]["timesteps"] == 6
+    assert r2["spikes_per_image"] == pytest.approx(rep["totals"]["spikes_per_image"])
+    assert r2["energy_J_per_image"]["loihi"] > 0 and (run.path / "report.md").is_file()
     with pytest.raises(runs.ConfigError, match="--timesteps"):
         snn.train({**cfg, "timesteps": 8, "epochs": 3, "resume": True}, arrays())
 

@@ -7,3 +7,4 @@
   hybrid method's first stage).
 """
 from tfsnn.conversion.integer import convert, default_timesteps, parse_model, split_snn  # noqa: F401
+from tfsnn.conversion.quantize import quantize_model  # noqa: F401,E402

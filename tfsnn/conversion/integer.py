@@ -29,14 +29,11 @@ Thresholds, per output channel, in membrane units ``V = 2^k z`` (``z`` the ANN c
 The table holds ``num_levels`` (default ``timesteps``) thresholds per channel: exact for up to
 ``num_levels`` steps, since a net count cannot exceed ``t + 1``.
 """
-import numpy as np
 import keras
 
 from tfsnn import quantizers as q
 from tfsnn.integers import check_integer
 from tfsnn.layers.quant import QuantActivation, QuantConv2D, QuantDense
-from tfsnn.conversion.thresholds import (_bn_params, encoder_thresholds, float_thresholds,
-                                         int_thresholds)
 from tfsnn.layers.neurons.integer import OutputAccumulator, SpikeEncoder, SpikingConv2D
 
 SUPPORTED = ("InputLayer", "QuantConv2D followed by QuantActivation (first: FirstLayer "
@@ -92,10 +89,11 @@ def parse_model(model):
 
 
 def convert(model, k=None, use_int=True, timesteps=None, num_levels=None, name=None):
-    """Convert a quantized ANN to the integer SNN.
+    """Convert a quantized ANN to the integer SNN, layer by layer through the rules of
+    ``tfsnn.conversion.rules`` (any ``tfsnn.quantize_model`` twin, or an ALL_INT model).
 
     Args:
-      model: a quantized Keras model (see ``parse_model``), trained.
+      model: a quantized Keras model (``quantize_model`` twin or ALL_INT layout), trained.
       k: fractional bits of the hidden activations; default the model's; must match it.
       use_int: integer mode (int32 kernels, thresholds and membranes; needs integer-valued hidden
         kernels, i.e. ternary) or float mode (float32 kernels, float64 analytic thresholds).
@@ -106,7 +104,7 @@ def convert(model, k=None, use_int=True, timesteps=None, num_levels=None, name=N
       A ``keras.Model`` mapping images ``[B, H, W, C]`` to logits ``[B, T, classes]`` (``2^k`` x
       the ANN's at convergence); its layers carry the names of the ANN's conv / output layers.
     """
-    blocks, out, model_k = parse_model(model)
+    model_k = model_k_of(model)
     if k is None:
         k = model_k
     k = check_integer(k, "k", 0)
@@ -119,42 +117,22 @@ def convert(model, k=None, use_int=True, timesteps=None, num_levels=None, name=N
     num_levels = timesteps if num_levels is None else int(num_levels)
     if num_levels < 1:
         raise ValueError(f"num_levels must be >= 1, got {num_levels!r}")
+    from tfsnn.conversion.rules import build_snn
+    return build_snn(model, k, bool(use_int), timesteps, num_levels, name or f"{model.name}_snn")
 
-    x = inputs = keras.Input(model.input_shape[1:], name="image")
-    weights = []
-    for i, (conv, act) in enumerate(blocks):
-        kern = np.asarray(conv.quantized_kernel(), np.float32)
-        if i == 0:
-            thr, flip = encoder_thresholds(act, act.quantizer.levels)
-            kern = np.where(flip, -kern, kern).astype(np.float32)
-            layer = SpikeEncoder(conv.filters, conv.kernel_size, conv.strides, conv.padding,
-                                 levels=act.quantizer.levels, amplitude=2 ** k,
-                                 timesteps=timesteps, use_int=use_int, name=conv.name)
-            weights.append((layer, [kern, thr]))
-        else:
-            flip = _bn_params(act)[0] < 0
-            kern = np.where(flip, -kern, kern)
-            if use_int:
-                if not np.array_equal(kern, np.round(kern)):
-                    raise ValueError(
-                        f"tfsnn.convert: use_int=True needs integer-valued kernels in hidden "
-                        f"layers, but {conv.name!r} has non-integer weights (train with ternary "
-                        "weights, or convert with use_int=False)")
-                thr = int_thresholds(act, k, num_levels, flip)
-                kern = kern.astype(np.int32)
-            else:
-                thr = float_thresholds(act, k, num_levels, flip)
-            layer = SpikingConv2D(conv.filters, conv.kernel_size, conv.strides, conv.padding,
-                                  num_levels=num_levels, use_int=use_int, name=conv.name)
-            weights.append((layer, [kern, thr]))
-        x = layer(x)
-    layer = OutputAccumulator(out.units, name=out.name)
-    x = layer(x)
-    weights.append((layer, [np.asarray(out.quantized_kernel(), np.float32)]))
-    snn = keras.Model(inputs, x, name=name or f"{model.name}_snn")
-    for layer, w in weights:
-        layer.set_weights(w)
-    return snn
+
+def model_k_of(model):
+    """The ``k`` of a quantized model's hidden ``KLevel`` quantizers (0 if it has none); a
+    ValueError if they differ or if the model has no quantized activation at all."""
+    acts = [l for l in model.layers if isinstance(l, QuantActivation)]
+    if not acts:
+        raise ValueError(f"tfsnn.convert: model {model.name!r} has no QuantActivation; quantize "
+                         "it first with tfsnn.quantize_model (supported: "
+                         + "; ".join(SUPPORTED) + ")")
+    ks = {a.quantizer.k for a in acts if isinstance(a.quantizer, q.KLevel)}
+    if len(ks) > 1:
+        raise ValueError(f"tfsnn.convert: hidden layers use different k {sorted(ks)}; one k needed")
+    return ks.pop() if ks else 0
 
 
 def split_snn(snn):

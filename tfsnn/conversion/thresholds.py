@@ -24,10 +24,20 @@ def _bn_params(act):
     return gamma, beta, mean, np.asarray(bn.moving_variance, np.float64), float(bn.epsilon)
 
 
+def _input_rank(act):
+    """Rank of the layer's input in its model (4 if it was never called in one)."""
+    try:
+        return len(act.input.shape)
+    except (AttributeError, ValueError):
+        return 4
+
+
 def _keras_levels(act, z, scale):
     """``scale * act(z)`` of the Keras layer in float32, for ``z [N, C]``; float64 ``[N, C]``."""
-    a = act(tf.constant(z[None, :, None, :], tf.float32), training=False)
-    return np.asarray(a, np.float64)[0, :, 0, :] * scale
+    rank = _input_rank(act)
+    probe = z[None, :, None, :] if rank == 4 else z.reshape([1] * (rank - 2) + list(z.shape))
+    a = act(tf.constant(probe, tf.float32), training=False)
+    return np.asarray(a, np.float64).reshape(z.shape) * scale
 
 
 def _bisect(level_fn, lo, hi, num_levels, channels):
@@ -114,3 +124,36 @@ def encoder_thresholds(act, levels):
     th = _bisect(level_fn, lo, hi, levels, c)
     val = np.where(th > hi, np.inf, np.where(th <= lo, -np.inf, _key_to_f32(np.minimum(th, hi))))
     return val.T.astype(np.float32), flip
+
+
+def neuron_thresholds(act, scale, num_levels, min_level=0, rank=4):
+    """Exact integer thresholds ``[C, num_levels]`` int32 and signs ``[C]`` int32 of any
+    ``QuantActivation`` (BN or not, signed or not) fed by an integer membrane ``V``.
+
+    The Keras layer sees ``z = V * scale`` (``scale = 2^-k / area``, a power of two, so the
+    product is exact in float32) and its level is ``2^k * act(z)``; ``L(V) = min_level +
+    #{m: sign * V >= theta_m}`` equals it for every ``|V| <= 2^24`` (``sign`` = -1 where the
+    BN's gamma < 0, the level then decreasing in ``V``). ``rank``: the rank of the layer's real
+    input (the probe has the same rank, so Keras runs the same ops).
+    """
+    c = int(act.input.shape[-1]) if hasattr(act, "input") else None
+    gamma = _bn_params(act)[0] if act.bn is not None else np.ones(c)
+    c = gamma.shape[0]
+    sign = np.where(gamma < 0, -1.0, 1.0)
+    unit = 2.0 ** act.quantizer.k
+
+    def level_fn(v):  # integer keys [M, C] -> levels [M, C]
+        z = (sign * v * scale).astype(np.float32)
+        shape = [1] * (rank - 2) + list(z.shape)
+        a = act(tf.constant(z.reshape(shape)), training=False)
+        return np.asarray(a, np.float64).reshape(z.shape) * unit - min_level
+
+    lo = level_fn(np.full((1, c), -_INT_BOUND, np.int64))
+    hi = level_fn(np.full((1, c), _INT_BOUND, np.int64))
+    if np.any(lo > hi):
+        bad = int(np.argmax((lo > hi)[0]))
+        raise ValueError(f"tfsnn.convert: {act.name!r} channel {bad} is not monotone after sign "
+                         "folding")
+    th = _bisect(level_fn, -_INT_BOUND, _INT_BOUND, num_levels, c)
+    th = np.where(th > _INT_BOUND, INT_NEVER, np.where(th <= -_INT_BOUND, INT_ALWAYS, th))
+    return th.T.astype(np.int32), sign.astype(np.int32)

@@ -16,6 +16,7 @@ import gzip
 import os
 import pickle
 import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,10 @@ IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
 
 class DatasetNotFoundError(FileNotFoundError):
     """No copy of a dataset was found and none could be downloaded."""
+
+
+class DatasetFileError(ValueError):
+    """A dataset file (or ``$TFSNN_DATA_DIR``) exists but cannot be used: the message names it."""
 
 
 def check_name(name, method=None):
@@ -43,7 +48,12 @@ def search_dirs(name):
     download): per root, each directory name of the record, then ``<dir>.npz`` if npz is a
     format."""
     record = registry.get(name)
-    roots = [Path(os.environ["TFSNN_DATA_DIR"])] if os.environ.get("TFSNN_DATA_DIR") else []
+    roots = []
+    if os.environ.get("TFSNN_DATA_DIR"):
+        roots = [Path(os.environ["TFSNN_DATA_DIR"])]
+        if not roots[0].is_dir():
+            raise DatasetFileError(f"$TFSNN_DATA_DIR={roots[0]}: not a directory (unset it or "
+                                   "point it at a directory holding <name>/ or <name>.npz)")
     roots += [Path("data"), Path("/usr/share/datasets")]
     npz = [f"{d}.npz" for d in record.dirs] if "npz" in record.formats else []
     return [root / n for root in roots for n in (*record.dirs, *npz)]
@@ -56,14 +66,27 @@ def keras_cache_paths(name):
 
 
 def read_idx(path):
-    """An IDX file (optionally gzipped) as a numpy array."""
+    """An IDX file (optionally gzipped) as a numpy array; ``DatasetFileError`` naming the file
+    when it is truncated or not an unsigned-byte IDX file."""
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (EOFError, OSError, gzip.BadGzipFile) as e:
+        raise DatasetFileError(f"{path}: cannot be read, damaged or truncated "
+                               f"({type(e).__name__}: {e})") from None
+    if len(data) < 4:
+        raise DatasetFileError(f"{path}: truncated IDX file ({len(data)} bytes)")
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype_code != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte IDX file")
+        raise DatasetFileError(f"{path} is not an unsigned-byte IDX file")
+    if len(data) < 4 + 4 * ndim:
+        raise DatasetFileError(f"{path}: truncated IDX file (header of {len(data)} bytes)")
     dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    expected = 4 + 4 * ndim + int(np.prod(dims))
+    if len(data) != expected:
+        raise DatasetFileError(f"{path}: truncated or damaged IDX file ({len(data)} bytes, the "
+                               f"header {list(dims)} needs {expected})")
     return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
@@ -81,7 +104,7 @@ def _load_idx_split(directory, split):
         return None
     x, y = read_idx(img), read_idx(lab).astype(np.int64)
     if len(x) != len(y):
-        raise ValueError(f"{img} has {len(x)} images but {lab} has {len(y)} labels")
+        raise DatasetFileError(f"{img} has {len(x)} images but {lab} has {len(y)} labels")
     return x[..., None], y
 
 
@@ -100,12 +123,16 @@ def _load_cifar_dir(directory):
 
 
 def _load_npz(path):
-    with np.load(path) as d:
-        out = {}
-        for split in registry.SPLITS:
-            if f"x_{split}" in d:
-                out[split] = _fix(d[f"x_{split}"], d[f"y_{split}"])
-        return out
+    try:
+        with np.load(path) as d:
+            out = {}
+            for split in registry.SPLITS:
+                if f"x_{split}" in d:
+                    out[split] = _fix(d[f"x_{split}"], d[f"y_{split}"])
+            return out
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise DatasetFileError(f"{path}: cannot be read as an .npz dataset, damaged or "
+                               f"truncated ({type(e).__name__}: {e})") from None
 
 
 def _fix(x, y):

@@ -9,6 +9,7 @@
 """
 from tfsnn.layers.encoders import DirectEncoder, PoissonEncoder, SignedPoissonEncoder  # noqa: F401
 from tfsnn.layers.filters import DualExpIIR, DualExpReadoutFilter, FirstOrderLowPass  # noqa: F401
+from tfsnn.layers.neurons import ALIF, RLIF, CuBaLIF  # noqa: F401
 from tfsnn.layers.neurons import (IF, LIF, DynamicThresholdNeuron, IIRSpikingConv2D,  # noqa: F401
                                   IIRSpikingDense, LeeNeuron, OutputAccumulator, ProxyBatchNorm,
                                   PSPMaxPool2D, RathiNeuron, SpikeEncoder, SpikingConv2D)

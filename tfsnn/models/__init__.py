@@ -6,6 +6,8 @@
   LeNet) and their ReLU ANN twins (``tfsnn.models.spiking.ann``).
 * ``iir``: IIR-SNN classifiers and the associative-memory network.
 * ``proxy``: the proxy-learning network.
+* ``zoo``: plain-Keras MLP / VGG / ResNet-8 / ResNet-20 (``tfsnn.models.zoo``), quantized by
+  ``tfsnn.quantize_model`` and converted exactly by ``tfsnn.convert``.
 
 ``build(name, **kwargs)`` calls the family's builder (its keyword arguments are documented there);
 ``names(family=None)`` lists the registered names; ``register`` adds a user architecture.
@@ -14,7 +16,7 @@ import dataclasses
 import functools
 from typing import Callable
 
-from tfsnn.models import all_int, iir, proxy, spiking
+from tfsnn.models import all_int, iir, proxy, spiking, zoo
 
 __all__ = ["ModelEntry", "build", "entry", "names", "register"]
 
@@ -68,4 +70,7 @@ register("associative_memory_net", "iir", iir.associative_memory_net,
          "IIR-synapse SNN of the associative-memory task")
 register("proxy_fashion_mnist", "proxy", proxy.proxy_fashion_mnist,
          "proxy-learning network (ReLU ANN gradient, IF SNN forward)")
+for _name in zoo.ZOO:
+    register(_name, "zoo", functools.partial(zoo.zoo_model, _name),
+             "plain Keras layers -> tfsnn.quantize_model twin -> exact integer SNN")
 del _name, _builder

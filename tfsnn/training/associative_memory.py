@@ -69,11 +69,12 @@ def load_patterns(path=None):
         if p.is_file():
             a = np.load(p).astype(np.float32)
             if a.ndim != 3 or not np.isin(a, (0.0, 1.0)).all():
-                raise ValueError(f"{p}: expected binary [patterns, channels, steps], got {a.shape}")
+                raise runs.ConfigError(f"--data_path {p}: expected binary [patterns, channels, "
+                                       f"steps], got {a.shape}")
             return a
     if not path:
         return bundled.associative_memory_patterns()
-    raise FileNotFoundError(f"associative-memory patterns not found: {path}")
+    raise runs.ConfigError(f"--data_path {path}: associative-memory patterns not found")
 
 
 def delayed(pattern, delay):
@@ -219,10 +220,18 @@ def train(config, patterns=None, callbacks=()):
     """
     c = resolve(config)
     run = runs.RunDir(c["run_dir"])
-    run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"], ("reconstructions.png",))
-    keras.utils.set_random_seed(c["seed"])
+    with run.lock():
+        return _train(c, run, patterns, callbacks)
+
+
+def _train(c, run, patterns, callbacks):
+    run.check(c, IDENTITY_KEYS, c["resume"], c["overwrite"])
+    if c["resume"] and (finished := run.finished_results(c["epochs"])) is not None:
+        return finished  # resuming a finished run changes nothing
     patterns = load_patterns(c["data_path"]) if patterns is None else np.asarray(patterns,
                                                                                    np.float32)
+    run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"], ("reconstructions.png",))
+    keras.utils.set_random_seed(c["seed"])
     steps = len(patterns) * c["repeats"] // c["batch_size"]
     dev = epoch_maker(patterns, c, c["seed"] + DEV_SEED_OFFSET, c["dev_repeats"], False)
     test = epoch_maker(patterns, c, c["seed"] + TEST_SEED_OFFSET, c["eval_repeats"], False)
@@ -232,12 +241,14 @@ def train(config, patterns=None, callbacks=()):
     model = runs.fit(run, lambda: build_model(c, steps, patterns),
                      epoch_maker(patterns, c, c["seed"], c["repeats"]), steps, c["epochs"],
                      c["resume"], val_ds=val_ds, callbacks=[timer, FilterStability(), *callbacks],
-                     tensorboard=c["tensorboard"], verbose=c["verbose"], best=("val_loss", "min"))
-    runs.atomic_save_model(model, run.model)
+                     tensorboard=c["tensorboard"], verbose=c["verbose"], best=("val_loss", "min"),
+                     learning_rate=multistep_lr(c["learning_rate"], c["lr_milestones"],
+                                                c["lr_gamma"], steps))
+    runs.save_final_model(run, model)
     test_ds = test(tf.constant(0, tf.int64))
     last_loss = float(model.evaluate(test_ds, verbose=0))
     best = run.best_epoch()
-    best_model = keras.models.load_model(run.best) if best else model
+    best_model = runs.load_model(run.best, "best-epoch checkpoint") if best else model
     results = dict(test_loss=float(best_model.evaluate(test_ds, verbose=0)) if best else last_loss,
                    test_loss_last=last_loss, best_epoch=best and best["epoch"],
                    best_val_loss=best and best["value"], silent_loss=silent_loss(patterns, c),
@@ -251,8 +262,7 @@ def train(config, patterns=None, callbacks=()):
         png = run.path / "reconstructions.png"
         results["pattern_losses"] = write_reconstructions(best_model, patterns, c, png)
         results["reconstructions_png"] = str(png)
-    runs.atomic_write_json(run.results, results)
-    return results
+    return runs.save_results(run, results)
 
 
 def summary_line(c, results):

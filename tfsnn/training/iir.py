@@ -95,6 +95,11 @@ def eval_dataset(x, y, batch_size, drop_remainder=False, dataset=DEFAULTS["datas
                         drop_remainder)
 
 
+def learning_rate(c, steps_per_epoch):
+    """MultiStepLR of a config (``lr_milestones`` in epochs, factor ``lr_gamma``)."""
+    return multistep_lr(c["learning_rate"], c["lr_milestones"], c["lr_gamma"], steps_per_epoch)
+
+
 def build_model(c, steps_per_epoch):
     """The compiled IIR model of a config."""
     model = iir_models.iir_model(
@@ -102,8 +107,7 @@ def build_model(c, steps_per_epoch):
         tau_s=c["tau_s"], dropout=c["dropout"], state=c["state"],
         batch_size=c["batch_size"] if c["state"] == "carry" else None,
         filter_radius=filter_radius(c))
-    lr = multistep_lr(c["learning_rate"], c["lr_milestones"], c["lr_gamma"], steps_per_epoch)
-    model.compile(optimizer=keras.optimizers.Adam(lr, epsilon=1e-8),
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate(c, steps_per_epoch), epsilon=1e-8),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     return model
@@ -131,11 +135,17 @@ def train(config, arrays=None, callbacks=()):
     ``(uint8 images [N, 28, 28, 1], int labels [N])``.
     """
     c = resolve(config)
-    strategy = runs.get_strategy(c["strategy"])
     run = runs.RunDir(c["run_dir"])
-    run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"])
-    keras.utils.set_random_seed(c["seed"])
-    (xtr, ytr), val, (xte, yte) = arrays or data.split_run(c)
+    with run.lock():
+        return _train(c, run, arrays, callbacks)
+
+
+def _train(c, run, arrays, callbacks):
+    strategy = runs.get_strategy(c["strategy"])
+    run.check(c, IDENTITY_KEYS, c["resume"], c["overwrite"])
+    if c["resume"] and (finished := run.finished_results(c["epochs"])) is not None:
+        return finished  # resuming a finished run changes nothing
+    (xtr, ytr), val, (xte, yte) = arrays or runs.check_split(c, data.split_run(c))
     drop = c["state"] == "carry"
     bs = c["batch_size"]
     steps = len(xtr) // bs if drop else runs.steps_for(len(xtr), bs)
@@ -144,6 +154,8 @@ def train(config, arrays=None, callbacks=()):
     if drop and (len(xte) < bs or (val is not None and len(val[0]) < bs)):
         raise runs.ConfigError(f"--batch_size={bs}: --state=carry needs at least one full batch "
                                "in the dev and test splits")
+    run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"])
+    keras.utils.set_random_seed(c["seed"])
     val_ds = None if val is None else eval_dataset(*val, bs, drop, c["dataset"])
     timer = runs.EpochTimer()
     start = time.perf_counter()
@@ -153,15 +165,16 @@ def train(config, arrays=None, callbacks=()):
                      val_ds=val_ds, strategy=strategy,
                      callbacks=[timer, FilterStability(), *callbacks],
                      tensorboard=c["tensorboard"], verbose=c["verbose"],
-                     best=None if val is None else ("val_accuracy", "max"))
-    runs.atomic_save_model(model, run.model)
+                     best=None if val is None else ("val_accuracy", "max"),
+                     learning_rate=learning_rate(c, steps))
+    runs.save_final_model(run, model)
     test_ds = eval_dataset(xte, yte, bs, drop, c["dataset"])
     loss, acc = model.evaluate(test_ds, verbose=0)
     best = run.best_epoch() if val is not None else None
     chosen = {}
     if best is not None:
         with strategy.scope():
-            best_model = keras.models.load_model(run.best)
+            best_model = runs.load_model(run.best, "best-epoch checkpoint")
         chosen = dict(best_epoch=best["epoch"], best_val_accuracy=best["value"],
                       test_accuracy_last=float(acc), test_loss_last=float(loss))
         loss, acc = best_model.evaluate(test_ds, verbose=0)
@@ -172,8 +185,7 @@ def train(config, arrays=None, callbacks=()):
         dataset=c["dataset"], encoding=c["encoding"], state=c["state"],
         **timer.summary(),
         seconds_total=time.perf_counter() - start, filter_stability=filter_stability(model))
-    runs.atomic_write_json(run.results, results)
-    return results
+    return runs.save_results(run, results)
 
 
 def summary_line(c, results):

@@ -101,19 +101,29 @@ def train(config, arrays=None, callbacks=()):
     images ``[N, 28, 28, 1]`` and int labels.
     """
     c = resolve(config)
-    strategy = runs.get_strategy(c["strategy"])
     run = runs.RunDir(c["run_dir"])
-    run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"])
-    keras.utils.set_random_seed(c["seed"])
+    with run.lock():
+        return _train(c, run, arrays, callbacks)
+
+
+def _train(c, run, arrays, callbacks):
+    strategy = runs.get_strategy(c["strategy"])
+    run.check(c, IDENTITY_KEYS, c["resume"], c["overwrite"])
+    if c["resume"] and (finished := run.finished_results(c["epochs"])) is not None:
+        return finished  # resuming a finished run changes nothing
     (xtr, ytr), (xte, yte) = arrays or data.load(c["dataset"])
     if c["max_train_examples"]:
         xtr, ytr = xtr[:c["max_train_examples"]], ytr[:c["max_train_examples"]]
     if c["max_test_examples"]:
         xte, yte = xte[:c["max_test_examples"]], yte[:c["max_test_examples"]]
+    if not arrays:
+        runs.check_split({**c, "validation_examples": 0}, ((xtr, ytr), None, (xte, yte)))
     steps = len(xtr) // c["batch_size"]
     if steps < 1:
         raise runs.ConfigError(f"--batch_size={c['batch_size']}: larger than the {len(xtr)} "
                                "training images")
+    run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"])
+    keras.utils.set_random_seed(c["seed"])
     test_ds = data.batches(xte, yte, c["batch_size"],
                            lambda b: data.preprocess(c["dataset"], b, False, "proxy"))
     timer = runs.EpochTimer()
@@ -121,8 +131,9 @@ def train(config, arrays=None, callbacks=()):
     model = runs.fit(run, lambda: build_model(c), epoch_maker(xtr, ytr, c), steps, c["epochs"],
                      c["resume"], val_ds=test_ds, strategy=strategy,
                      callbacks=[FreezeBatchNorm(c["freeze_bn_after"]), timer, *callbacks],
-                     tensorboard=c["tensorboard"], verbose=c["verbose"])
-    runs.atomic_save_model(model, run.model)
+                     tensorboard=c["tensorboard"], verbose=c["verbose"],
+                     learning_rate=c["learning_rate"])
+    runs.save_final_model(run, model)
     ev = model.evaluate(test_ds, verbose=0, return_dict=True)
     hist = read_history(run.history)
     results = dict(
@@ -136,8 +147,7 @@ def train(config, arrays=None, callbacks=()):
                                           "loss", "val_loss") if k in hist},
         **timer.summary(),
         seconds_total=time.perf_counter() - start)
-    runs.atomic_write_json(run.results, results)
-    return results
+    return runs.save_results(run, results)
 
 
 def summary_line(c, results):

@@ -10,6 +10,7 @@ import numpy as np
 
 from tfsnn import data, runs
 from tfsnn.models import all_int as models
+from tfsnn.models import zoo
 from tfsnn.accounting import all_int_probes
 from tfsnn.viz.tensorboard import SpikeActivity
 
@@ -25,13 +26,18 @@ MODES = ("training", "inference")
 SPIKE_SAMPLE = 32  # test images whose SNN activity is logged to TensorBoard every epoch
 SCHEDULES = ("constant", "cosine")
 BACKENDS = ("tfsnn", "tfmot")
+# --model: the ALL_INT architectures and the plain-Keras zoo (through tfsnn.quantize_model)
+MODEL_NAMES = (*sorted(models.ALL_INT_ARCHS), *zoo.ZOO)
+CHANCE_FACTOR = 1.5  # a final test accuracy <= 1.5 / classes is reported as not learned
 
 
 def default_run_dir(config):
-    """``logs/quant_<dataset>_k<k>[_ternary]``, or ``logs/fp_<dataset>`` for full precision."""
+    """``logs/quant_<dataset>[_<zoo model>]_k<k>[_ternary]``, or ``logs/fp_<dataset>[_<zoo model>]``
+    for full precision."""
+    ds = config["dataset"] + (f"_{config['model']}" if config.get("model") in zoo.ZOO else "")
     if config["full_precision"]:
-        return f"logs/fp_{config['dataset']}"
-    return f"logs/quant_{config['dataset']}_k{config['k']}" + ("_ternary" if config["use_ternary"] else "")
+        return f"logs/fp_{ds}"
+    return f"logs/quant_{ds}_k{config['k']}" + ("_ternary" if config["use_ternary"] else "")
 
 
 def resolve(config):
@@ -56,7 +62,7 @@ def resolve(config):
         need(not c["full_precision"], "full_precision", "applies to --qat_backend tfsnn only")
         need(c["strategy"] == "default", "strategy", "--qat_backend tfmot runs on one device")
     c["model"] = config.get("model") or data.get(c["dataset"]).models.get("quant")
-    need(c["model"] in models.ALL_INT_ARCHS, "model", f"must be one of {sorted(models.ALL_INT_ARCHS)}")
+    need(c["model"] in MODEL_NAMES, "model", f"must be one of {', '.join(MODEL_NAMES)}")
     c["run_dir"] = c["run_dir"] or default_run_dir(c)
     return c
 
@@ -67,15 +73,24 @@ def epoch_maker(name, x, y, batch_size, seed):
                             lambda b: data.preprocess(name, b, True, "quant"))
 
 
+def learning_rate(c, steps_per_epoch):
+    """The learning rate or schedule of a config (cosine: decay to 0 over ``epochs``)."""
+    if c["lr_schedule"] == "cosine":
+        return keras.optimizers.schedules.CosineDecay(c["learning_rate"],
+                                                      decay_steps=c["epochs"] * steps_per_epoch)
+    return c["learning_rate"]
+
+
 def build_model(c, steps_per_epoch):
     """The compiled (quantized or full-precision) model of a config."""
-    model = models.all_int_model(c["model"], k=c["k"], quantized=not c["full_precision"],
-                                 ternary=c["use_ternary"],
-                                 num_classes=data.get(c["dataset"]).classes)
-    lr = c["learning_rate"]
-    if c["lr_schedule"] == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=c["epochs"] * steps_per_epoch)
-    model.compile(optimizer=keras.optimizers.Adam(lr),
+    ds = data.get(c["dataset"])
+    if c["model"] in zoo.ZOO:
+        model = zoo.zoo_model(c["model"], ds.input_shape("quant"), ds.classes, not c["full_precision"],
+                              c["k"], c["use_ternary"])
+    else:
+        model = models.all_int_model(c["model"], k=c["k"], quantized=not c["full_precision"],
+                                     ternary=c["use_ternary"], num_classes=ds.classes)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate(c, steps_per_epoch)),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     return model
@@ -98,15 +113,23 @@ def train(config, arrays=None, callbacks=()):
     if c["qat_backend"] == "tfmot":
         from tfsnn.training import tfmot  # needs TF_USE_LEGACY_KERAS=1 set before TF import
         return tfmot.train(c, arrays or data.split_run(c))
-    strategy = runs.get_strategy(c["strategy"])
     run = runs.RunDir(c["run_dir"])
+    with run.lock():
+        return _train(c, run, arrays, callbacks)
+
+
+def _train(c, run, arrays, callbacks):
+    strategy = runs.get_strategy(c["strategy"])
+    run.check(c, IDENTITY_KEYS, c["resume"], c["overwrite"])
+    if c["resume"] and (finished := run.finished_results(c["epochs"])) is not None:
+        return finished  # resuming a finished run changes nothing
+    (xtr, ytr), val, (xte, yte) = arrays or runs.check_split(c, data.split_run(c))
     run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"], ("inference.json",))
     keras.utils.set_random_seed(c["seed"])
-    (xtr, ytr), val, (xte, yte) = arrays or data.split_run(c)
     steps = runs.steps_for(len(xtr), c["batch_size"])
     val_ds = None if val is None else data.pipeline(c["dataset"], *val, c["batch_size"], False)
     timer = runs.EpochTimer()
-    if c["tensorboard"] and not c["full_precision"]:
+    if c["tensorboard"] and not c["full_precision"] and c["model"] in models.ALL_INT_ARCHS:
         sample = data.preprocess(c["dataset"], xte[:SPIKE_SAMPLE], False)
         callbacks = [*callbacks, SpikeActivity(run.tensorboard, sample,
                                                lambda m: all_int_probes(m, c["k"]))]
@@ -114,16 +137,19 @@ def train(config, arrays=None, callbacks=()):
     model = runs.fit(run, lambda: build_model(c, steps),
                      epoch_maker(c["dataset"], xtr, ytr, c["batch_size"], c["seed"]),
                      steps, c["epochs"], c["resume"], val_ds=val_ds, strategy=strategy,
-                     callbacks=[timer, *callbacks], tensorboard=c["tensorboard"], verbose=c["verbose"])
-    runs.atomic_save_model(model, run.model)
+                     callbacks=[timer, *callbacks], tensorboard=c["tensorboard"], verbose=c["verbose"],
+                     learning_rate=learning_rate(c, steps))
+    runs.save_final_model(run, model)
     loss, acc = evaluate(model, c["dataset"], xte, yte, c["batch_size"])
     results = dict(test_accuracy=acc, test_loss=loss, test_examples=int(len(xte)),
                    train_examples=int(len(xtr)), epochs=c["epochs"],
                    **timer.summary(),
                    seconds_total=time.perf_counter() - start, model=c["model"],
                    quantized=not c["full_precision"], k=c["k"], use_ternary=c["use_ternary"])
-    runs.atomic_write_json(run.results, results)
-    return results
+    if acc <= CHANCE_FACTOR / data.get(c["dataset"]).classes:
+        results["warning"] = (f"test accuracy {acc:.4f} is near chance: the model did not learn "
+                              "(too few epochs or examples, or a learning rate too high or low)")
+    return runs.save_results(run, results)
 
 
 def infer(config):
@@ -146,7 +172,7 @@ def infer(config):
     (xte, yte), = data.load(c["dataset"], splits=("test",))
     if c["max_test_examples"]:
         xte, yte = xte[:c["max_test_examples"]], yte[:c["max_test_examples"]]
-    model = keras.models.load_model(run.model)
+    model = runs.load_model(run.model)
     loss, acc = evaluate(model, c["dataset"], xte, yte, c["batch_size"])
     results = dict(test_accuracy=acc, test_loss=loss, test_examples=int(len(xte)))
     runs.atomic_write_json(run.path / "inference.json", results)

@@ -17,7 +17,7 @@ import time
 
 import keras
 
-from tfsnn import data, runs
+from tfsnn import activity, data, report, runs
 from tfsnn.models import spiking as snn_models
 from tfsnn.conversion import balancing
 from tfsnn.training import hybrid, spike_bp
@@ -59,8 +59,9 @@ def resolve(config):
     runs.check_run_options(c)
     runs.check_integers(c, ("timesteps", "balance_examples"))
     need(c["ann_epochs"] >= 0, "ann_epochs", "must be >= 0")
-    c["learning_rate"] = c["learning_rate"] or DEFAULT_LR[c["method"]].get(
-        c["model"], 1e-4 if c["method"] == "hybrid" else 0.0033)
+    if c["learning_rate"] is None:
+        c["learning_rate"] = DEFAULT_LR[c["method"]].get(
+            c["model"], 1e-4 if c["method"] == "hybrid" else 0.0033)
     for flag in ("learning_rate", "ann_learning_rate", "scaling_factor"):
         need(c[flag] > 0, flag, "must be > 0")
     need(c["weight_decay"] >= 0, "weight_decay", "must be >= 0")
@@ -129,22 +130,28 @@ def train_ann(c, run, train, num_classes, shape, strategy_steps):
     return ann
 
 
+def learning_rate(c, steps):
+    """The step-decay schedule of a config over its ``epochs`` (spike_bp: x0.2 at 47/67/83 %;
+    hybrid: x0.1 at 60/80/90 %)."""
+    if c["method"] == "spike_bp":
+        return step_decay(c["learning_rate"], c["epochs"], steps, reduce=5.0,
+                          at=(0.47, 0.67, 0.83))
+    return step_decay(c["learning_rate"], c["epochs"], steps)
+
+
 def build(c, run, train, test, steps):
     """The compiled SNN at epoch 0 (for hybrid: ANN training + conversion first)."""
     num_classes = data.get(c["dataset"]).classes
     shape = data.input_shape(c["dataset"], c["method"])
     snn = make_snn(c, num_classes, shape)
     if c["method"] == "spike_bp":
-        sched = step_decay(c["learning_rate"], c["epochs"], steps, reduce=5.0,
-                                  at=(0.47, 0.67, 0.83))
-        return spike_bp.compile_spike_bp(snn, sched, c["weight_decay"])
+        return spike_bp.compile_spike_bp(snn, learning_rate(c, steps), c["weight_decay"])
     ann = train_ann(c, run, train, num_classes, shape, steps)
     images = preprocess(c, train[0][:c["balance_examples"]], False)
     found = balancing.convert(ann, snn, images=images, scale=c["scaling_factor"],
                            timesteps=c["balance_timesteps"] or c["timesteps"],
                            batch_size=c["batch_size"], seed=(c["seed"], 7))
-    sched = step_decay(c["learning_rate"], c["epochs"], steps)
-    hybrid.compile_for_fine_tuning(snn, sched, c["weight_decay"])
+    hybrid.compile_for_fine_tuning(snn, learning_rate(c, steps), c["weight_decay"])
     ann_acc = ann.evaluate(eval_ds(c, *test, c["batch_size"]), verbose=0)[1]
     snn_acc = snn.evaluate(eval_ds(c, *test, c["batch_size"]), verbose=0)[1]
     runs.atomic_write_json(run.path / "conversion.json", dict(
@@ -160,11 +167,19 @@ def train(config, arrays=None):
     replacing the dataset loader.
     """
     c = resolve(config)
-    strategy = runs.get_strategy(c["strategy"])
     run = runs.RunDir(c["run_dir"])
+    with run.lock():
+        return _train(c, run, arrays)
+
+
+def _train(c, run, arrays):
+    strategy = runs.get_strategy(c["strategy"])
+    run.check(c, IDENTITY_KEYS, c["resume"], c["overwrite"])
+    if c["resume"] and (finished := run.finished_results(c["epochs"])) is not None:
+        return finished  # resuming a finished run changes nothing
+    train_, val, test = arrays or runs.check_split(c, data.split_run(c))
     run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"], EXTRAS)
     keras.utils.set_random_seed(c["seed"])
-    train_, val, test = arrays or data.split_run(c)
     steps = runs.steps_for(len(train_[0]), c["batch_size"])
     val_ds = None if val is None else eval_ds(c, *val, c["batch_size"])
     timer = runs.EpochTimer()
@@ -172,20 +187,27 @@ def train(config, arrays=None):
     model = runs.fit(run, lambda: build(c, run, train_, test, steps),
                      epoch_maker(c, *train_, c["batch_size"], c["seed"]), steps,
                      c["epochs"], c["resume"], val_ds=val_ds, strategy=strategy,
-                     callbacks=[timer], tensorboard=c["tensorboard"], verbose=c["verbose"])
-    runs.atomic_save_model(model, run.model)
+                     callbacks=[timer], tensorboard=c["tensorboard"], verbose=c["verbose"],
+                     learning_rate=learning_rate(c, steps))
+    runs.save_final_model(run, model)
     loss, acc = model.evaluate(eval_ds(c, *test, c["batch_size"]), verbose=0)
     results = dict(test_accuracy=float(acc), test_loss=float(loss),
                    test_examples=int(len(test[0])), train_examples=int(len(train_[0])),
                    epochs=c["epochs"], method=c["method"], model=c["model"],
                    timesteps=c["timesteps"], seconds_total=time.perf_counter() - start,
                    **timer.summary())
+    # spikes, SOPs and energy per inference on the test split (report.md / report.json)
+    counter = activity.count_activity(model, eval_ds(c, *test, c["batch_size"]))
+    rep = counter.report({"dataset": c["dataset"], "model": c["model"]})
+    report.write_report(run.path, rep)
+    results.update(spikes_per_image=rep.totals["spikes_per_image"],
+                   sops_per_image=rep.totals["sops_per_image"],
+                   energy_J_per_image=rep.totals["energy_J"])
     if c["method"] == "hybrid":  # before fine-tuning, from conversion.json
         conv = json.loads((run.path / "conversion.json").read_text())
         results.update(ann_test_accuracy=conv["ann_test_accuracy"],
                        converted_test_accuracy=conv["converted_test_accuracy"])
-    runs.atomic_write_json(run.results, results)
-    return results
+    return runs.save_results(run, results)
 
 
 def summary_line(c, results):

@@ -146,6 +146,8 @@ class SpikeEncoder(_SpikingBase):
     ``thresholds [filters, levels]`` float32 in units of the conv output.
     """
 
+    spiking_output = True
+
     def __init__(self, filters, kernel_size, strides=1, padding="valid", levels=4, amplitude=1,
                  timesteps=32, use_int=True, **kwargs):
         super().__init__(use_int=use_int, **kwargs)
@@ -233,6 +235,8 @@ class SpikingConv2D(_SpikingBase):
     float32), ``thresholds [filters, num_levels]`` (int32 / float64), in membrane units
     (``V = 2^k z`` with ``z`` the ANN pre-activation).
     """
+
+    spiking_output = True
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", num_levels=32,
                  use_int=True, **kwargs):
@@ -338,3 +342,299 @@ class OutputAccumulator(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
+
+
+# ----------------------------------------------------------------------------- graph layers
+# Layers of SNNs converted from any quantize_model twin (tfsnn.conversion.rules). Edges carry
+# per-step increments ``[B, t, ...]`` (spikes, or membrane increments after a synapse); every
+# layer has ``compact(inputs, timesteps)`` (inputs' first ``t_in`` steps, later ones silent).
+
+def _join_lengths(xs):
+    """Pad compact inputs ``[B, t_i, ...]`` with silent steps to their common length."""
+    t = tf.reduce_max(tf.stack([tf.shape(x)[1] for x in xs]))
+    return [pad_time(x, t) for x in xs]
+
+
+@keras.saving.register_keras_serializable(package="tfsnn")
+class RampEncoder(_SpikingBase):
+    """Encoder of an analog membrane ``z [B, ..., C]`` (the twin's own float first synapse):
+    level ``L = #{m: sign_c z >= theta_m}`` in ``0..levels``, emitted as ``L`` spikes of
+    amplitude ``2^k`` on steps ``0..L-1``. Weights: ``thresholds [C, levels]`` float32,
+    ``signs [C]`` float32 (-1 where the BN's gamma < 0). Output ``[B, T, ..., C]``."""
+
+    spiking_output = True
+
+    def __init__(self, channels, levels=4, amplitude=1, timesteps=32, use_int=True, **kwargs):
+        super().__init__(use_int=use_int, **kwargs)
+        self.channels, self.levels = int(channels), int(levels)
+        self.amplitude, self.timesteps = int(amplitude), int(timesteps)
+
+    def build(self, input_shape):
+        self.thresholds = self.add_weight(name="thresholds", shape=(self.channels, self.levels),
+                                          trainable=False, initializer="zeros")
+        self.signs = self.add_weight(name="signs", shape=(self.channels,), trainable=False,
+                                     initializer="ones")
+
+    def level(self, z):
+        return target_levels(tf.cast(z, tf.float32) * self.signs, self.thresholds)
+
+    def compact(self, z, timesteps=None):
+        t = self.timesteps if timesteps is None else timesteps
+        lev = self.level(z)[:, None]
+        t_c = tf.clip_by_value(tf.reduce_max(lev), 1, t)
+        steps = tf.reshape(tf.range(t_c), [1, -1] + [1] * (len(z.shape) - 1))
+        return tf.cast(steps < lev, self.spike_dtype) * tf.cast(self.amplitude, self.spike_dtype)
+
+    def call(self, z):
+        return pad_time(self.compact(z, self.timesteps), self.timesteps)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.timesteps, *input_shape[1:])
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels, "levels": self.levels,
+                "amplitude": self.amplitude, "timesteps": self.timesteps}
+
+
+@keras.saving.register_keras_serializable(package="tfsnn")
+class IntegerSynapse(_SpikingBase):
+    """Integer synapses on increments ``[B, t, ...]`` -> membrane increments (int32 in integer
+    mode): ``op`` = ``"conv"`` (``[kh, kw, C_in, filters]``), ``"depthwise"``
+    (``[kh, kw, C_in, depth_multiplier]``) or ``"dense"`` (``[features, units]``), any stride,
+    padding and dilation. Runs in float32 on exact integers (bound checked, < 2^24)."""
+
+    def __init__(self, op, kernel_shape, strides=1, padding="valid", dilation_rate=1,
+                 use_int=True, **kwargs):
+        super().__init__(use_int=use_int, **kwargs)
+        if op not in ("conv", "depthwise", "dense"):
+            raise ValueError(f"op must be 'conv', 'depthwise' or 'dense', got {op!r}")
+        self.op, self.kernel_shape = op, tuple(int(d) for d in kernel_shape)
+        self.strides, self.dilation_rate = pair(strides), pair(dilation_rate)
+        self.padding = str(padding).lower()
+
+    @property
+    def kernel_size(self):
+        return self.kernel_shape[:2]
+
+    @property
+    def filters(self):
+        return self.kernel_shape[-1]
+
+    @property
+    def units(self):
+        return self.kernel_shape[-1]
+
+    @property
+    def depth_multiplier(self):
+        return self.kernel_shape[-1]
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(name="kernel", shape=self.kernel_shape, trainable=False,
+                                      initializer="zeros",
+                                      dtype="int32" if self.use_int else "float32")
+
+    def apply_frames(self, x):
+        """The synaptic op on frames ``[N, ...]`` (float32 values); same dtype rules as ``call``."""
+        w = tf.cast(self.kernel, tf.float32)
+        x = tf.cast(x, tf.float32)
+        if self.op == "dense":
+            v = tf.matmul(x, w)
+            col = tf.reduce_sum(tf.abs(w), axis=0)
+        elif self.op == "conv":
+            v = tf.nn.conv2d(x, w, self.strides, self.padding.upper(), dilations=self.dilation_rate)
+            col = tf.reduce_sum(tf.abs(w), axis=[0, 1, 2])
+        else:
+            v = tf.nn.depthwise_conv2d(x, w, (1, *self.strides, 1), self.padding.upper(),
+                                       dilations=self.dilation_rate)
+            col = tf.reduce_sum(tf.abs(w), axis=[0, 1])
+        if not self.use_int:
+            return v
+        tf.debugging.assert_less_equal(
+            tf.reduce_max(col) * tf.reduce_max(tf.abs(x)), float(_MAX_EXACT),
+            message=f"{self.name}: integer membrane bound exceeds 2^24, float32 op not exact")
+        return tf.cast(v, tf.int32)
+
+    def compact(self, x, timesteps=None):
+        b = tf.shape(x)[0]
+        return unfold_time(self.apply_frames(fold_time(x)), b)
+
+    def call(self, x):
+        return self.compact(x)
+
+    def compute_output_shape(self, input_shape):
+        b, t = input_shape[:2]
+        if self.op == "dense":
+            return (b, t, self.kernel_shape[-1])
+        hw = (conv_output_length(n, d * (k - 1) + 1, s, self.padding) for n, k, s, d in
+              zip(input_shape[2:4], self.kernel_size, self.strides, self.dilation_rate))
+        c = self.filters if self.op == "conv" else input_shape[-1] * self.depth_multiplier
+        return (b, t, *hw, c)
+
+    def get_config(self):
+        return {**super().get_config(), "op": self.op, "kernel_shape": self.kernel_shape,
+                "strides": self.strides, "padding": self.padding,
+                "dilation_rate": self.dilation_rate}
+
+
+@keras.saving.register_keras_serializable(package="tfsnn")
+class SpikingNeuron(_SpikingBase):
+    """Signed dynamic-threshold neurons on membrane increments ``[B, t, ..., C]``: ``V_t`` = their
+    running sum, target level ``L = min_level + #{m: sign_c V_t >= theta_m}``, spikes
+    ``clip(L_t - n_{t-1}, -1, 1)`` (see the module docstring). ``min_level = -num_levels / 2``
+    for signed neurons (a residual branch). Weights ``thresholds [C, num_levels]``, ``signs [C]``
+    (int32 in integer mode)."""
+
+    spiking_output = True
+
+    def __init__(self, channels, num_levels, min_level=0, use_int=True, **kwargs):
+        super().__init__(use_int=use_int, **kwargs)
+        self.channels, self.num_levels = int(channels), int(num_levels)
+        self.min_level = int(min_level)
+
+    @property
+    def max_steps(self):
+        """Steps for which the threshold table is exact (a count moves one per step)."""
+        return min(self.num_levels + self.min_level, self.num_levels if self.min_level == 0
+                   else -self.min_level)
+
+    def build(self, input_shape):
+        dt = "int32" if self.use_int else "float64"
+        self.thresholds = self.add_weight(name="thresholds", trainable=False, initializer="zeros",
+                                          shape=(self.channels, self.num_levels), dtype=dt)
+        self.signs = self.add_weight(name="signs", shape=(self.channels,), trainable=False,
+                                     initializer="ones", dtype=dt)
+
+    def levels_from_membrane(self, v):
+        return target_levels(v * tf.cast(self.signs, v.dtype), self.thresholds) + self.min_level
+
+    def compact(self, x, timesteps):
+        v = tf.cumsum(tf.cast(x, "int32" if self.use_int else "float64"), axis=1)
+        lev = self.levels_from_membrane(v)
+        s, n_last = _scan_spikes(lev)
+        d = lev[:, -1] - n_last
+        t_in = tf.shape(x)[1]
+        rest = tf.minimum(t_in + tf.reduce_max(tf.abs(d)), timesteps) - t_in
+        return tf.cast(tf.concat([s, _tail_spikes(d, rest)], axis=1), self.spike_dtype)
+
+    def call(self, x):
+        t = tf.shape(x)[1]
+        return pad_time(self.compact(x[:, :active_length(x)], t), t)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels, "num_levels": self.num_levels,
+                "min_level": self.min_level}
+
+
+@keras.saving.register_keras_serializable(package="tfsnn")
+class SpikeOp(_SpikingBase):
+    """Parameter-free ops on increments ``[B, t, ...]``, exact on integers:
+
+    * ``"maxpool"``: max pooling of the running counts, re-emitted as increments (the count of
+      the max follows the largest input count; +-1 per step for +-1 inputs);
+    * ``"sumpool"``: window sums (an average pool whose ``1/area`` is folded into the next
+      neuron's thresholds); ``"zeropad"``; ``"reshape"`` (``target_shape`` per frame);
+      ``"add"`` / ``"concat"`` (several inputs, time lengths padded to the longest).
+    ``args``: ``pool_size``, ``strides``, ``padding`` (pools), ``padding`` (zeropad, pairs),
+    ``target_shape`` (reshape), ``axis`` (concat, of the frame, negative).
+    """
+
+    KINDS = ("maxpool", "sumpool", "zeropad", "reshape", "add", "concat")
+
+    def __init__(self, kind, args=None, use_int=True, **kwargs):
+        super().__init__(use_int=use_int, **kwargs)
+        if kind not in self.KINDS:
+            raise ValueError(f"kind must be one of {self.KINDS}, got {kind!r}")
+        self.kind, self.args = kind, dict(args or {})
+
+    def _frames(self, x):
+        a = self.args
+        if self.kind in ("maxpool", "sumpool"):
+            p, s = list(pair(a["pool_size"])), list(pair(a["strides"]))
+            pad = a["padding"].upper()
+            if self.kind == "maxpool":
+                return tf.nn.max_pool2d(x, p, s, pad)
+            c = x.shape[-1]
+            ones = tf.ones([*p, c, 1], x.dtype)
+            return tf.nn.depthwise_conv2d(x, ones, [1, *s, 1], pad)
+        if self.kind == "zeropad":
+            (t, b), (l, r) = a["padding"]
+            return tf.pad(x, [[0, 0], [t, b], [l, r], [0, 0]])
+        if self.kind == "reshape":
+            return tf.reshape(x, [tf.shape(x)[0], *a["target_shape"]])
+        raise AssertionError(self.kind)
+
+    def compact(self, xs, timesteps=None):
+        if self.kind in ("add", "concat"):
+            xs = _join_lengths(list(xs))
+            if self.kind == "add":
+                return tf.add_n(xs)
+            return tf.concat(xs, axis=self.args.get("axis", -1))
+        x = xs[0] if isinstance(xs, (list, tuple)) else xs
+        dt = x.dtype
+        b = tf.shape(x)[0]
+        if self.kind == "maxpool":  # on the running counts, then back to increments
+            n = tf.cumsum(tf.cast(x, tf.float32), axis=1)
+            m = unfold_time(self._frames(fold_time(n)), b)
+            prev = tf.pad(m[:, :-1], [[0, 0], [1, 0]] + [[0, 0]] * (len(m.shape) - 2))
+            return tf.cast(m - prev, dt)
+        return tf.cast(unfold_time(self._frames(fold_time(tf.cast(x, tf.float32))), b), dt)
+
+    def call(self, xs):
+        return self.compact(xs)
+
+    def compute_output_spec(self, xs, *args, **kwargs):
+        xs = xs if isinstance(xs, (list, tuple)) else [xs]
+        if self.kind in ("add", "concat"):
+            shape = list(xs[0].shape)
+            if self.kind == "concat":
+                ax = self.args.get("axis", -1)
+                shape[ax] = sum(int(x.shape[ax]) for x in xs)
+            return keras.KerasTensor(tuple(shape), dtype=xs[0].dtype)
+        b, t = xs[0].shape[:2]
+        frame = tf.zeros([1, *xs[0].shape[2:]], tf.float32)
+        out = self._frames(frame).shape[1:]
+        return keras.KerasTensor((b, t, *out), dtype=xs[0].dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind, "args": self.args}
+
+
+@keras.saving.register_keras_serializable(package="tfsnn")
+class OutputHead(keras.layers.Layer):
+    """Non-spiking output: the quantized twin's own float head (e.g. ``GAP -> Dense``, bias
+    included) evaluated at every step on the running counts of its inputs divided by ``2^k``
+    (exactly the ANN levels at convergence), times ``2^k``: logits ``[B, T, classes]`` float32,
+    ``2^k`` x the ANN's at convergence. ``head``: a Keras model (serialized in the config)."""
+
+    def __init__(self, head, amplitude=1, **kwargs):
+        super().__init__(trainable=kwargs.pop("trainable", False), **kwargs)
+        if isinstance(head, dict):
+            head = keras.saving.deserialize_keras_object(head)
+        self.head, self.amplitude = head, int(amplitude)
+        self.units = int(head.output.shape[-1])
+
+    def build(self, input_shape):
+        self.built = True
+
+    def compact(self, xs, timesteps):
+        xs = _join_lengths(list(xs) if isinstance(xs, (list, tuple)) else [xs])
+        b = tf.shape(xs[0])[0]
+        lv = [fold_time(tf.cumsum(tf.cast(x, tf.float32), axis=1) / float(self.amplitude))
+              for x in xs]
+        y = self.head(lv if len(lv) > 1 else lv[0], training=False) * float(self.amplitude)
+        return pad_time(unfold_time(y, b), timesteps, mode="hold")
+
+    def call(self, xs):
+        x0 = xs[0] if isinstance(xs, (list, tuple)) else xs
+        return self.compact(xs, tf.shape(x0)[1])
+
+    def compute_output_spec(self, xs, *args, **kwargs):
+        x0 = xs[0] if isinstance(xs, (list, tuple)) else xs
+        return keras.KerasTensor((x0.shape[0], x0.shape[1], self.units), dtype="float32")
+
+    def get_config(self):
+        return {**super().get_config(), "head": keras.saving.serialize_keras_object(self.head),
+                "amplitude": self.amplitude}

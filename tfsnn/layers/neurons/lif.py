@@ -42,8 +42,9 @@ import keras
 import tensorflow as tf
 
 from tfsnn import surrogates as sg
+from tfsnn.layers.neurons.base import NeuronLayer, exact_constant
 
-RESETS = ("subtract", "zero")
+RESETS = ("subtract", "zero", "none")
 # jit_compile=None: XLA-compile the loops when tracing a graph with at least this many steps
 # (JIT_AUTO; jit_compile=False opts out, True opts in at any T).
 JIT_MIN_STEPS = 64
@@ -60,7 +61,10 @@ class NeuronParams:
     instance). ``fire_before_integrate``: Rathi's one-step delay. ``leak_in_grad``: False gives
     Lee's identity leak in the backward pass. ``ng_correction``: Lee's leak-aware gain NG.
     ``t_last0``: the spike time (steps) assumed before t = 0, STDB's -999 sentinel.
-    ``replace(**changes)`` returns a validated copy.
+    ``detach_reset``: True (default, as in both originals) gives the reset no gradient; False
+    lets it carry the surrogate gradient. ``reset="none"`` keeps the membrane (no reset).
+    ``leak`` may also be a tensor / variable (scalar or per-channel, not checked) in
+    ``spike_sequence``. ``replace(**changes)`` returns a validated copy.
     """
 
     threshold: object = 1.0
@@ -71,19 +75,25 @@ class NeuronParams:
     leak_in_grad: bool = True
     ng_correction: bool = False
     t_last0: float = -999.0
+    detach_reset: bool = True
 
     def __post_init__(self):
         th = self.threshold
         if isinstance(th, (int, float)) and not th > 0:
             raise ValueError(f"threshold must be > 0, got {th!r}")
-        if not 0.0 < float(self.leak) <= 1.0:
+        leak_is_number = isinstance(self.leak, (int, float))
+        if leak_is_number and not 0.0 < float(self.leak) <= 1.0:
             raise ValueError(f"leak must be in (0, 1], got {self.leak!r}")
         if self.reset not in RESETS:
             raise ValueError(f"reset must be one of {RESETS}, got {self.reset!r}")
-        normalised = dict(leak=float(self.leak), surrogate=sg.get(self.surrogate),
+        if not leak_is_number and self.ng_correction:
+            raise ValueError("ng_correction needs a float leak, got a tensor leak")
+        normalised = dict(leak=float(self.leak) if leak_is_number else self.leak,
+                          surrogate=sg.get(self.surrogate),
                           fire_before_integrate=bool(self.fire_before_integrate),
                           leak_in_grad=bool(self.leak_in_grad),
-                          ng_correction=bool(self.ng_correction), t_last0=float(self.t_last0))
+                          ng_correction=bool(self.ng_correction), t_last0=float(self.t_last0),
+                          detach_reset=bool(self.detach_reset))
         if normalised["surrogate"].needs not in sg.NEEDS:
             raise ValueError(f"surrogate {self.surrogate!r}: needs must be one of {sg.NEEDS}")
         for name, value in normalised.items():
@@ -94,8 +104,13 @@ class NeuronParams:
         return dataclasses.replace(self, **changes)
 
     def get_config(self):
-        """The fields as a dict (surrogate serialized); ``NeuronParams(**config)`` rebuilds it."""
-        cfg = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """The fields as a dict (surrogate serialized); ``NeuronParams(**config)`` rebuilds it.
+
+        Fields added after the first release (``NEW_FIELDS``) appear only when not at their
+        default, so older configs and the configs of default layers are unchanged.
+        """
+        cfg = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name not in NEW_FIELDS or getattr(self, f.name) != f.default}
         return {**cfg, "surrogate": sg.serialize(self.surrogate)}
 
     @property
@@ -105,6 +120,7 @@ class NeuronParams:
 
 
 PARAM_NAMES = tuple(f.name for f in dataclasses.fields(NeuronParams))
+NEW_FIELDS = ("detach_reset",)  # written to configs only when not at their default
 
 
 def _reverse_recursion(e, k):
@@ -229,17 +245,198 @@ def _auto_jit(jit_compile, steps):
     return JIT_AUTO and not tf.executing_eagerly() and steps is not None and steps >= JIT_MIN_STEPS
 
 
-def spike_sequence(current, params=None, *, return_membrane=False, jit_compile=None,
-                   **param_changes):
+# --------------------------------------------------------------------------- general op
+# Initial state, membrane trace, final state with gradient, reset "none" / with gradient,
+# tensor (per-channel, trainable) threshold and leak. The state S is R (standard ordering) or
+# V (fire_before_integrate):
+#   standard: U(t) = lam*S(t-1) + I(t);  o = H(U/theta - 1);  S(t) = reset(U, o)
+#   delayed:  U(t) = S(t-1);             o = H(U/theta - 1);  S(t) = reset(lam*U, o) + I(t)
+# reset(W, o) = W - theta*o | W*(1 - o) | W. Backward with q = sigma/theta (= do/dU), d = dS/dW
+# at fixed o (1 or 1 - o), r = dS/do (-theta | -W | 0; 0 when the reset is detached), gS_ext the
+# trace / final-state gradient and lam_g = lam (1 if not leak_in_grad):
+#   standard: m = d + r q;      gU(t) = gS_ext m + g q + lam_g m gU(t+1);  gS = gS_ext + lam_g gU(t+1)
+#             dL/dI = gU, dL/dS(-1) = lam_g gU(0), dL/dlam = sum gU(t) S(t-1)
+#   delayed:  m = lam_g d + r q; gU(t) = gS_ext m + g q + m gU(t+1);        gS = gS_ext + gU(t+1)
+#             dL/dI = gS, dL/dS(-1) = gU(0), dL/dlam = sum gS d U
+#   dL/dtheta = sum (g + gS r) (-sigma U / theta^2) + gS (-o if reset == "subtract")
+
+
+def _reset(w, o, fired, theta, reset):
+    if reset == "subtract":
+        return w - theta * o
+    if reset == "zero":
+        return tf.where(fired, tf.zeros_like(w), w)
+    return w
+
+
+def _general_forward_loop(i_tm, v0, theta, lam, params):
+    """``(u_tm, age_tm, v_end)``: pre-spike membrane ``[T, B, ...]``, spike age (or ``[0]``),
+    final state ``[B, ...]``, from the current ``i_tm`` and the initial state ``v0``."""
+    dtype = i_tm.dtype
+    delayed = params.fire_before_integrate
+    needs_age = params.surrogate.needs == "spike_age"
+    n = tf.shape(i_tm)[0]
+    i_ta = tf.TensorArray(dtype, size=n).unstack(i_tm)
+    u_ta = tf.TensorArray(dtype, size=n)
+    a_ta = tf.TensorArray(dtype, size=n) if needs_age else 0
+    t_last = tf.zeros_like(i_tm[0]) + tf.cast(params.t_last0, dtype)
+
+    def body(t, v, t_last, u_ta, a_ta):
+        it = i_ta.read(t)
+        u = v if delayed else lam * v + it
+        fired = u > theta
+        u_ta = u_ta.write(t, u)
+        if needs_age:
+            tf_ = tf.cast(t, dtype)
+            a_ta = a_ta.write(t, tf_ - t_last)
+            t_last = tf.where(fired, tf_, t_last)
+        v = _reset(lam * u if delayed else u, tf.cast(fired, dtype), fired, theta, params.reset)
+        return t + 1, (v + it if delayed else v), t_last, u_ta, a_ta
+
+    v0 = v0 + tf.zeros_like(i_tm[0])
+    _, v_end, _, u_ta, a_ta = tf.while_loop(
+        lambda t, *_: t < n, body, (tf.constant(0), v0, t_last, u_ta, a_ta),
+        maximum_iterations=n)
+    return u_ta.stack(), (a_ta.stack() if needs_age else tf.zeros([0], dtype)), v_end
+
+
+def _state_trace(u_tm, o_tm, i_tm, theta, lam, params):
+    """The state ``S(t)`` ``[T, B, ...]`` (post-reset membrane) from the forward record."""
+    delayed = params.fire_before_integrate
+    s = _reset(lam * u_tm if delayed else u_tm, o_tm, o_tm > 0, theta, params.reset)
+    return s + i_tm if delayed else s
+
+
+def _sum_to(g, ref):
+    """Sum ``g`` ``[T, B, *S]`` to the shape of ``ref`` (a scalar or broadcastable to ``S``)."""
+    rank = ref.shape.rank
+    if rank == 0:
+        return tf.reduce_sum(g)
+    g = tf.reduce_sum(g, axis=list(range(g.shape.rank - rank)))
+    ones = [i for i, d in enumerate(ref.shape) if d == 1]
+    return tf.reduce_sum(g, axis=ones, keepdims=True) if ones else g
+
+
+def _shift_up(x):
+    """``x(t+1)`` over axis 0, 0 at the last step."""
+    return tf.concat([x[1:], tf.zeros_like(x[:1])], axis=0)
+
+
+def _general_backward(g_o, g_s, u_tm, o_tm, age, i_tm, v0, theta, lam, params):
+    """``(dL/dI, dL/dS(-1), dL/dtheta, dL/dlam)`` of the general op (block comment above)."""
+    sur = params.surrogate
+    if sur.needs == "membrane":
+        sigma = sur.grad(u_tm / theta - 1.0, o_tm)
+    elif sur.needs == "spike_age":
+        sigma = sur.grad(tf.zeros_like(u_tm), o_tm, age)
+    else:
+        sigma = sur.grad(o_tm - 0.5, o_tm)
+    delayed = params.fire_before_integrate
+    lam_g = lam if params.leak_in_grad else tf.ones_like(lam)
+    q = sigma / theta
+    d = 1.0 - o_tm if params.reset == "zero" else tf.ones_like(o_tm)
+    if params.detach_reset or params.reset == "none":
+        r = tf.zeros_like(o_tm)
+    elif params.reset == "subtract":
+        r = -theta + tf.zeros_like(o_tm)
+    else:
+        r = -(lam * u_tm if delayed else u_tm)
+    m = (lam_g * d if delayed else d) + r * q
+    k = m if delayed else lam_g * m
+    g_u = _reverse_recursion(g_s * m + g_o * q, tf.broadcast_to(k, tf.shape(u_tm)))
+    if delayed:
+        g_state = g_s + _shift_up(g_u)
+        g_in, g_v0 = g_state, g_u[0]
+        g_lam_full = g_state * d * u_tm
+    else:
+        g_state = g_s + lam_g * _shift_up(g_u)
+        g_in, g_v0 = g_u, lam_g * g_u[0]
+        s_tm = _state_trace(u_tm, o_tm, i_tm, theta, lam, params)
+        s_prev = tf.concat([(v0 + tf.zeros_like(u_tm[0]))[None], s_tm[:-1]], axis=0)
+        g_lam_full = g_u * s_prev
+    g_th_full = (g_o + g_state * r) * (-sigma * u_tm / tf.square(theta))
+    if params.reset == "subtract":
+        g_th_full = g_th_full - g_state * o_tm
+    g_lam = _sum_to(g_lam_full, lam) if params.leak_in_grad else tf.zeros_like(lam)
+    return g_in, _sum_to(g_v0[None], v0), _sum_to(g_th_full, theta), g_lam
+
+
+def _general_op(x, params, initial_state, theta, lam, return_trace, param_gradients,
+                jit_compile):
+    """The general op on ``[B, T, ...]``: ``(spikes, trace or None, final state)``."""
+    dtype = x.dtype
+    perm = [1, 0] + list(range(2, x.shape.rank))
+    v0 = (tf.zeros([], dtype) if initial_state is None
+          else tf.cast(tf.convert_to_tensor(initial_state), dtype))
+    if not param_gradients:
+        theta, lam = tf.stop_gradient(theta), tf.stop_gradient(lam)
+
+    def forward(x_btn, v0, theta, lam):
+        i_tm = tf.transpose(x_btn, perm)
+        u_tm, age, v_end = _general_forward_loop(i_tm, v0, theta, lam, params)
+        o_tm = tf.cast(u_tm > theta, dtype)
+        trace = (tf.transpose(_state_trace(u_tm, o_tm, i_tm, theta, lam, params), perm)
+                 if return_trace else tf.zeros([0], dtype))
+        ng = _lee_ng_time_major(o_tm, params.leak) if params.ng_correction else tf.zeros([0], dtype)
+        return tf.transpose(o_tm, perm), trace, v_end, u_tm, o_tm, age, ng
+
+    def backward(d_spikes, d_trace, d_end, u_tm, o_tm, age, ng, x_btn, v0, theta, lam):
+        g_o = tf.transpose(d_spikes, perm)
+        if params.ng_correction:
+            g_o = g_o * ng
+        g_s = tf.transpose(d_trace, perm) if return_trace else tf.zeros_like(g_o)
+        g_s = tf.concat([g_s[:-1], g_s[-1:] + d_end[None]], axis=0)
+        g_in, g_v0, g_th, g_lam = _general_backward(
+            g_o, g_s, u_tm, o_tm, age, tf.transpose(x_btn, perm), v0, theta, lam, params)
+        return tf.transpose(g_in, perm), g_v0, g_th, g_lam
+
+    if _auto_jit(jit_compile, x.shape[1]):
+        forward = tf.function(forward, jit_compile=True)
+        backward = tf.function(backward, jit_compile=True)
+
+    @tf.custom_gradient
+    def op(x_btn, v0, theta, lam):
+        sd = tf.stop_gradient
+        spikes, trace, v_end, u_tm, o_tm, age, ng = forward(sd(x_btn), sd(v0), sd(theta), sd(lam))
+
+        def grad(d_spikes, d_trace, d_end):
+            d_trace = tf.zeros_like(trace) if d_trace is None else d_trace
+            d_end = tf.zeros_like(v_end) if d_end is None else d_end
+            return backward(sd(d_spikes), sd(d_trace), sd(d_end), u_tm, o_tm, age, ng,
+                            sd(x_btn), sd(v0), sd(theta), sd(lam))
+
+        return (spikes, trace, v_end), grad
+
+    spikes, trace, v_end = op(x, v0, theta, lam)
+    return spikes, (trace if return_trace else None), v_end
+
+
+def spike_sequence(current, params=None, *, initial_state=None, return_trace=False,
+                   return_state=False, return_membrane=False, param_gradients=False,
+                   jit_compile=None, **param_changes):
     """Spikes ``[B, T, ...]`` of an IF/LIF population driven by ``current`` ``[B, T, ...]``.
 
     One custom-gradient op (module docstring): ``_forward_loop`` forward; ``_surrogate_step`` and
     ``_backward_recursion`` backward. ``params``: a ``NeuronParams`` (default ``NeuronParams()``);
     keyword ``param_changes`` (its field names, e.g. ``threshold=layer.theta``) build or amend it.
-    ``return_membrane``: also return the final state ``R(T-1)`` / ``V(T-1)`` ``[B, ...]`` (no
-    gradient through it). ``jit_compile``: run the forward loop and the backward recursion as
-    XLA-compiled functions (None: when tracing a graph whose static T is at least
-    ``JIT_MIN_STEPS``; never eagerly).
+
+    * ``initial_state``: the state ``S(-1)`` ``[B, ...]`` (``R`` of the standard ordering, ``V``
+      with ``fire_before_integrate``; default 0); it receives a gradient.
+    * ``return_trace``: also return the state trace ``S(t)`` ``[B, T, ...]`` (the membrane after
+      the reset, as snnTorch / Norse / SpikingJelly record it), with gradient.
+    * ``return_state``: also return the final state ``S(T-1)`` ``[B, ...]``, with gradient (for
+      truncated BPTT across calls: ``initial_state`` of the next call).
+    * ``return_membrane`` (legacy): also return ``S(T-1)`` without gradient.
+    * ``param_gradients``: the threshold and leak (tensors or variables; scalar or broadcastable
+      to a frame, e.g. per channel ``[C]``) receive gradients; else they are constants.
+
+    Returns ``spikes``, or the tuple ``(spikes[, trace][, state])`` when ``return_trace`` or
+    ``return_state``, or ``(spikes, state)`` with ``return_membrane``. Initial state, outputs
+    other than the spikes, ``reset="none"``, ``detach_reset=False``, a tensor leak and
+    ``param_gradients`` use the general op (block comment above; it keeps ``U(t)``); without
+    them the op of the first release runs unchanged. ``jit_compile``: run the forward loop and
+    the backward recursion as XLA-compiled functions (None: when tracing a graph whose static T
+    is at least ``JIT_MIN_STEPS``; never eagerly).
     """
     if params is None:
         params = NeuronParams(**param_changes)
@@ -248,6 +445,9 @@ def spike_sequence(current, params=None, *, return_membrane=False, jit_compile=N
                         "settings as keywords (threshold=..., leak=..., ...)")
     elif param_changes:
         params = params.replace(**param_changes)
+    if return_membrane and (return_trace or return_state):
+        raise ValueError("return_membrane (legacy, no gradient) cannot be combined with "
+                         "return_trace / return_state; use return_state=True")
     x = tf.convert_to_tensor(current)
     if not x.dtype.is_floating:
         raise TypeError(f"current must be a float tensor, got {x.dtype}")
@@ -257,6 +457,25 @@ def spike_sequence(current, params=None, *, return_membrane=False, jit_compile=N
     threshold = params.threshold
     theta = (tf.constant(float(threshold), dtype) if isinstance(threshold, (int, float))
              else tf.cast(threshold, dtype))  # cast of a Python float would round via float32
+    general = (initial_state is not None or return_trace or return_state or param_gradients
+               or params.reset == "none" or not params.detach_reset
+               or not isinstance(params.leak, float))
+    if general:
+        lam = (tf.constant(params.leak, dtype) if isinstance(params.leak, float)
+               else tf.cast(params.leak, dtype))
+        spikes, trace, v_end = _general_op(x, params, initial_state, theta, lam, return_trace,
+                                           param_gradients, jit_compile)
+        if return_membrane:
+            return spikes, tf.stop_gradient(v_end)
+        if not (return_trace or return_state):
+            return spikes
+        return (spikes,) + ((trace,) if return_trace else ()) + ((v_end,) if return_state else ())
+    return _legacy_op(x, params, theta, return_membrane, jit_compile)
+
+
+def _legacy_op(x, params, theta, return_membrane, jit_compile):
+    """The op of the first release (no state in or out with gradient, scalar constants)."""
+    dtype = x.dtype
     theta = tf.stop_gradient(theta)
     perm = [1, 0] + list(range(2, x.shape.rank))  # [B, T, ...] <-> [T, B, ...]
 
@@ -307,58 +526,118 @@ def _param_property(name, doc):
 
 
 @keras.saving.register_keras_serializable(package="tfsnn")
-class LIF(keras.layers.Layer):
+class UnitInterval(keras.constraints.Constraint):
+    """Keeps a trainable leak in ``[0, 1]`` (clips after each update)."""
+
+    def __call__(self, w):
+        return keras.ops.clip(w, 0.0, 1.0)
+
+
+@keras.saving.register_keras_serializable(package="tfsnn")
+class LIF(NeuronLayer):
     """Leaky integrate-and-fire population: input currents ``[B, T, ...]`` -> spikes ``[B, T, ...]``.
 
     Arguments: ``threshold`` (positional or keyword) and the other ``NeuronParams`` fields as
     keywords (``leak``, ``reset``, ``surrogate``, ``fire_before_integrate``, ``leak_in_grad``,
-    ``ng_correction``, ``t_last0``); unset ones take the class's ``DEFAULTS``, then
-    ``NeuronParams``' defaults. ``threshold`` is the initial value of the non-trainable scalar
-    weight ``theta`` (saved with the model; threshold balancing writes it). ``jit_compile``: XLA
-    for the op's loops (None: automatic, see ``spike_sequence``). ``params`` holds the settings;
-    ``leak``, ``reset``, ... (and ``threshold_init``) read and replace it. Gradient: one custom
-    op, see ``spike_sequence``.
+    ``ng_correction``, ``t_last0``, ``detach_reset``); unset ones take the class's ``DEFAULTS``,
+    then ``NeuronParams``' defaults (``LIF()`` is an IF neuron: leak 1). ``tau`` (steps, > 0)
+    instead of ``leak`` sets ``leak = exp(-1/tau)``. ``threshold`` is the initial value of the
+    weight ``theta`` (saved with the model; threshold balancing writes it).
+
+    Learnable dynamics: ``learn_threshold`` / ``learn_leak`` make ``theta`` / the weight
+    ``leak_weight`` trainable (gradients from the fused op, see ``spike_sequence``);
+    ``per_channel`` gives both one value per channel (last axis, ``[C]``). The leak weight exists
+    when ``learn_leak`` or ``per_channel`` and is clipped to ``[0, 1]``.
+
+    State and recording (``tfsnn.layers.neurons.base``): ``call(current, initial_state=None)``,
+    ``return_trace``, ``return_state``, ``stateful`` + ``reset_states()``, ``step(x_t, state)``.
+    The state is the membrane after the reset (``R``; ``V`` with ``fire_before_integrate``).
+    ``call(..., return_membrane=True)`` (legacy) also returns the final state without gradient.
+    ``jit_compile``: XLA for the op's loops (None: automatic, see ``spike_sequence``).
+    ``params`` holds the settings; ``leak``, ``reset``, ... (and ``threshold_init``) read and
+    replace it.
     """
 
     DEFAULTS = {}  # NeuronParams fields whose default a subclass changes
+    LEARN_OPTIONS = ("learn_threshold", "learn_leak", "per_channel")
 
     threshold_init = _param_property("threshold", "Initial value of ``theta`` (float).")
-    leak = _param_property("leak", "Per-step membrane factor in (0, 1].")
-    reset = _param_property("reset", '``"subtract"`` or ``"zero"``.')
+    leak = _param_property("leak", "Per-step membrane factor in (0, 1] (initial value of "
+                           "``leak_weight`` when there is one).")
+    reset = _param_property("reset", '``"subtract"``, ``"zero"`` or ``"none"``.')
     surrogate = _param_property("surrogate", "The ``tfsnn.surrogates.Surrogate``.")
     fire_before_integrate = _param_property("fire_before_integrate", "Rathi's one-step delay.")
     leak_in_grad = _param_property("leak_in_grad", "False: identity leak in the gradient.")
     ng_correction = _param_property("ng_correction", "Lee's leak-aware gain NG.")
     t_last0 = _param_property("t_last0", "Spike time assumed before t = 0 (steps).")
+    detach_reset = _param_property("detach_reset", "False: the reset carries gradient.")
 
-    def __init__(self, threshold=None, *, jit_compile=None, **kwargs):
+    def __init__(self, threshold=None, *, tau=None, learn_threshold=False, learn_leak=False,
+                 per_channel=False, jit_compile=None, **kwargs):
         given = {k: kwargs.pop(k) for k in PARAM_NAMES if k in kwargs}
         if threshold is not None:
             given["threshold"] = threshold
+        if tau is not None:
+            if "leak" in given:
+                raise ValueError("give either leak (per-step factor) or tau (steps), not both")
+            if not float(tau) > 0:
+                raise ValueError(f"tau must be > 0 (steps), got {tau!r}")
+            given["leak"] = math.exp(-1.0 / float(tau))
         super().__init__(**kwargs)
         args = {**self.DEFAULTS, **given}
         if "threshold" in args:
             args["threshold"] = float(args["threshold"])
         self.params = NeuronParams(**args)
         self.jit_compile = jit_compile
+        self.learn_threshold = bool(learn_threshold)
+        self.learn_leak = bool(learn_leak)
+        self.per_channel = bool(per_channel)
+        if self.learn_leak and not self.params.leak_in_grad:
+            raise ValueError("learn_leak=True needs leak_in_grad=True (the identity leak of the "
+                             "gradient gives the leak no gradient)")
+        self.leak_weight = None
 
     def build(self, input_shape):
-        if len(input_shape) < 2:
-            raise ValueError(f"{self.name}: input must be [batch, time, ...], got {input_shape}")
+        self._check_input_shape(input_shape)
+        if self.per_channel and input_shape[-1] is None:
+            raise ValueError(f"{self.name}: per_channel=True needs a known last axis, got "
+                             f"{input_shape}")
+        shape = (input_shape[-1],) if self.per_channel else ()
         self.theta = self.add_weight(
-            name="threshold", shape=(), trainable=False,
-            initializer=keras.initializers.Constant(self.threshold_init))
+            name="threshold", shape=shape, trainable=self.learn_threshold,
+            initializer=exact_constant(self.threshold_init))
+        if self.learn_leak or self.per_channel:
+            self.leak_weight = self.add_weight(
+                name="leak", shape=shape, trainable=self.learn_leak, constraint=UnitInterval(),
+                initializer=exact_constant(self.params.leak))
+        self._build_state(input_shape)
 
-    def call(self, current, return_membrane=False):
-        return spike_sequence(current, self.params, threshold=self.theta,
-                              return_membrane=return_membrane, jit_compile=self.jit_compile)
+    def _general(self):
+        return (self.stateful or self.return_trace or self.return_state or self.learn_threshold
+                or self.leak_weight is not None)
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
+    def _run(self, current, state, return_trace):
+        extra = {} if self.leak_weight is None else {"leak": self.leak_weight}
+        out = spike_sequence(current, self.params, threshold=self.theta,
+                             initial_state=None if state is None else state[0],
+                             return_trace=return_trace, return_state=True,
+                             param_gradients=self.learn_threshold or self.learn_leak,
+                             jit_compile=self.jit_compile, **extra)
+        return out[0], (out[1] if return_trace else None), (out[-1],)
+
+    def call(self, current, initial_state=None, return_membrane=False):
+        if initial_state is None and not self._general():  # the first release's op, unchanged
+            return spike_sequence(current, self.params, threshold=self.theta,
+                                  return_membrane=return_membrane, jit_compile=self.jit_compile)
+        if return_membrane:
+            raise ValueError(f"{self.name}: return_membrane is the legacy output; with state, "
+                             "recording or learnable options use return_state=True")
+        return super().call(current, initial_state)
 
     def get_config(self):
+        learn = {k: True for k in self.LEARN_OPTIONS if getattr(self, k)}
         return {**super().get_config(), **self.params.get_config(),
-                "jit_compile": self.jit_compile}
+                "jit_compile": self.jit_compile, **learn, **self._output_config()}
 
 
 @keras.saving.register_keras_serializable(package="tfsnn")
