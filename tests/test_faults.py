@@ -31,9 +31,9 @@ COMMANDS = {  # tiny real-data runs of 2 epochs (Fashion-MNIST, offline)
     "spike_bp": ["train_snn.py", "--method", "spike_bp", "--timesteps", "4", "--fc_widths", "16",
                  "--batch_size", "32", "--max_train_examples", "64", "--max_test_examples", "32",
                  "--validation_examples", "32", *TINY],
-    "hybrid": ["train_snn.py", "--method", "hybrid", "--model", "vgg5", "--timesteps", "4",
-               "--fc_widths", "16,16", "--ann_epochs", "1", "--balance_examples", "4",
-               "--balance_timesteps", "8", "--batch_size", "32", "--max_train_examples", "64",
+    "hybrid": ["train_snn.py", "--method", "hybrid", "--model", "vgg5", "--timesteps", "8",
+               "--fc_widths", "16,16", "--ann_epochs", "1", "--balance_examples", "16",
+               "--balance_timesteps", "30", "--batch_size", "32", "--max_train_examples", "64",
                "--max_test_examples", "32", "--validation_examples", "32", *TINY],
     "iir": ["train_snn.py", "--method", "iir", "--encoding", "poisson", "--timesteps", "4",
             "--batch_size", "32", "--max_train_examples", "64", "--max_test_examples", "32",
@@ -331,7 +331,7 @@ def test_truncated_idx_file_is_named_by_the_script(tmp_path):
     (["--learning_rate=inf"], "--learning_rate=inf: must be a finite number"),
     pytest.param(["--seed=-1"], "--seed=-1: must be an integer >= 0", marks=pytest.mark.slow),
     pytest.param(["--max_train_examples=10000000"], "--max_train_examples=10000000: the "
-                 "fashion_mnist split has only 55000", marks=pytest.mark.slow),
+                 "fashion_mnist split has only", marks=pytest.mark.slow),
 ])
 def test_bad_inputs_are_refused(args, needle, tmp_path):
     failed(script(COMMANDS["quant"], tmp_path / "r", *args), needle)
