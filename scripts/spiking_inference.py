@@ -5,7 +5,7 @@
   python scripts/spiking_inference.py --run_dir logs/q_k0             # k, ternary from flags.json
 
 Reads ``<run_dir>/model.keras`` (and ``flags.json`` for the defaults of --k, --use_ternary and
---dataset), converts it (``tfsnn.convert``), runs the test split for --timesteps steps
+--dataset), converts it (``tfsnn.convert``: an ALL_INT model or any ``--model`` zoo twin), runs the test split for --timesteps steps
 (``tfsnn.simulate``) and writes into ``<run_dir>/snn/``:
 
 * the six per-(batch, step) stat files of the original: accuracy.txt, spike_num.txt,
@@ -139,16 +139,19 @@ def run_inference():
     from tfsnn import conversion as cv, runs
     from tfsnn import simulation as sim
 
+    from tfsnn.conversion.integer import model_k_of
     model = runs.load_model(run.model)
-    try:
-        _, _, model_k = cv.parse_model(model)
+    try:  # any quantized model convert takes: ALL_INT or a quantize_model twin (zoo runs)
+        model_k = model_k_of(model)
     except ValueError as e:
         _fail("run_dir", f"{run.model}: {e}")
     k = model_k if FLAGS.k is None else FLAGS.k
     if k != model_k:
         _fail("k", f"{k} differs from the model's hidden quantizers (k={model_k})")
-    convs = [l for l in model.layers if type(l).__name__ == "QuantConv2D"][1:]
-    ternary = all(l.kernel_quantizer is not None for l in convs)
+    # hidden synapses: every quantized conv / dense but the first (it reads the analog image)
+    # and the output layer (full precision in the ALL_INT layout)
+    syns = [l for l in model.layers[:-1] if hasattr(l, "kernel_quantizer")][1:]
+    ternary = all(l.kernel_quantizer is not None for l in syns)
     if FLAGS.use_ternary is not None and FLAGS.use_ternary != ternary:
         _fail("use_ternary", f"{FLAGS.use_ternary} but the model's hidden kernels are "
               f"{'ternary' if ternary else 'full precision'}")
@@ -165,18 +168,20 @@ def run_inference():
     y = y[:n]
     logging.info("converting %s (k=%d, use_int=%s, T=%d)", run.model, k, FLAGS.use_int, t_steps)
     t0 = time.time()
-    snn = cv.convert(model, k=k, use_int=FLAGS.use_int, timesteps=t_steps)
+    try:
+        snn = cv.convert(model, k=k, use_int=FLAGS.use_int, timesteps=t_steps)
+    except ValueError as e:
+        _fail("run_dir", f"{run.model}: {e}")
     res = sim.simulate(snn, x, y, batch_size=FLAGS.batch_size, noise_ratio=FLAGS.noise_ratio,
-                       seed=FLAGS.noise_seed, ann=model, progress=True)
+                       seed=FLAGS.noise_seed, ann=model, progress=True, warn=False)
     seconds = time.time() - t0
 
     # every output is written into a staging dir that replaces <run_dir>/snn only when complete
     with runs.staged_dir(run.path / "snn") as out_dir:
         summary, macs, sops = write_outputs(out_dir, res, snn, x, dataset, k, ternary, t_steps,
                                             seconds)
-    if not res.converged:
-        logging.warning("the SNN still spiked at the last step (%d); increase --timesteps",
-                        t_steps - 1)
+    for problem in res.convergence_problems():
+        logging.warning("%s (--timesteps)", problem)
     print(json.dumps({key: summary[key] for key in (
         "ann_accuracy", "snn_accuracy", "disagreements", "equal_from_step",
         "accuracy_equal_from_step", "converged_step", "timesteps", "k", "use_int")}))
@@ -187,7 +192,6 @@ def run_inference():
 def write_outputs(out_dir, res, snn, x, dataset, k, ternary, t_steps, seconds):
     """Write the stat files, README, summary.json, PNGs and TensorBoard views into ``out_dir``;
     returns ``(summary, ann MACs, SOPs per image)``."""
-    import numpy as np
     from tfsnn import accounting, report, runs
     from tfsnn.viz import tensorboard as callbacks
     series = res.stat_series()
@@ -196,11 +200,9 @@ def write_outputs(out_dir, res, snn, x, dataset, k, ternary, t_steps, seconds):
     runs.atomic_write_text(out_dir / "README.md", README)
     acc = res.accuracy_per_step
     ann_acc = res.ann_accuracy
-    same_acc = np.flatnonzero(np.abs(acc - ann_acc) > 1e-12)
     # first step from which the SNN accuracy equals the ANN's (the paper's "4 / 8 steps")
-    acc_equal_from = (0 if same_acc.size == 0 else
-                      int(same_acc[-1] + 1) if same_acc[-1] + 1 < len(acc) else None)
-    macs = accounting.ann_macs(snn)
+    acc_equal_from = report.accuracy_equal_from_step(acc, ann_acc)
+    macs = res.ann_macs
     rep = report.write(out_dir, res, macs, snn=snn, dataset=dataset)  # report.md / report.json
     print(rep.text())
     sops = res.sops_per_image()
@@ -210,11 +212,12 @@ def write_outputs(out_dir, res, snn, x, dataset, k, ternary, t_steps, seconds):
         "timesteps_rule": "default 32 * 2^k" if FLAGS.timesteps is None else "--timesteps",
         "ann_accuracy": ann_acc, "snn_accuracy": res.accuracy,
         "accuracy_per_step": [float(a) for a in acc],
-        "agreement_per_step": [float(a) for a in
-                               (res.predictions == res.ann_predictions[:, None]).mean(0)],
+        "agreement_per_step": [float(a) for a in res.agreement_per_step],
         "disagreements": res.disagreements, "equal_from_step": res.equal_from_step,
         "accuracy_equal_from_step": acc_equal_from,
         "converged_step": res.converged_step, "converged": res.converged,
+        "saturated_neurons": res.saturated,
+        "convergence_problems": res.convergence_problems(),
         "spikes_per_image": res.spikes_per_image(), "sops_per_image": sops,
         "ann_macs_per_image": macs,
         "sops_over_ann_macs": sops["total"] / macs["total_hidden_and_output"],
@@ -227,7 +230,8 @@ def write_outputs(out_dir, res, snn, x, dataset, k, ternary, t_steps, seconds):
         "steps_note": "step t is 0-based; equal_from_step is the first t from which SNN and ANN "
                       "predictions agree on every image",
     }
-    trains = callbacks.sample_spike_trains(snn, x[:RASTER_IMAGES], t_steps)
+    from tfsnn.simulation import spike_trains
+    trains = spike_trains(snn, x[:RASTER_IMAGES], t_steps)
     summary["plots"] = [p.name for p in callbacks.save_simulation_plots(
         out_dir, res, trains, ann_macs=macs["total_hidden_and_output"], report=rep,
         dataset=dataset)]

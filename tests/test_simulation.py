@@ -199,3 +199,46 @@ def test_ann_macs_lenet():
     for name, v in want.items():
         assert macs[name] == v
     assert macs["total"] == sum(want.values())
+
+
+def test_saturation_and_agreement_are_reported():
+    """A threshold table too short for the levels is flagged (result + RuntimeWarning), never
+    silent; agreement_per_step is a fraction and equal_from_step follows it."""
+    m, x = tiny_model(k=0)
+    ann = tf.function(lambda v: m(v, training=False))
+    long = sim.simulate(cv.convert(m, timesteps=24), x, ann=m, batch_size=32)
+    assert long.convergence_problems() == [] and long.disagreements == 0
+    top = int(max(c.max() for c in sim.simulate(cv.convert(m, timesteps=24), x,
+                                                  return_counts=True).final_counts[1:]))
+    assert top >= 2
+    short = cv.convert(m, timesteps=top - 1)  # tables end one level below the largest count
+    with pytest.warns(RuntimeWarning, match="threshold table"):
+        res = sim.simulate(short, x, ann=m, batch_size=32)
+    assert sum(res.saturated.values()) > 0
+    assert any("threshold table" in p for p in res.convergence_problems())
+    quiet = sim.simulate(short, x, ann=m, batch_size=32, warn=False)
+    np.testing.assert_array_equal(quiet.sops, res.sops)
+    agree = long.agreement_per_step
+    preds = np.argmax(long.logits, -1)
+    want = (preds == np.argmax(ann(x).numpy(), -1)[:, None]).mean(0)
+    np.testing.assert_allclose(agree, want)
+    eq = long.equal_from_step
+    assert np.all(agree[eq:] == 1.0) and (eq == 0 or agree[eq - 1] < 1.0)
+
+
+def test_layer_table_and_report_are_one_implementation():
+    from tfsnn import report
+    snn = cv.convert(calibrated_lenet(k=0), timesteps=8)
+    x, y = mnist_test(20)
+    res = sim.simulate(snn, x, y, batch_size=20, warn=False)
+    rows = res.layer_table()
+    assert [r["layer"] for r in rows] == [f"conv{i}" for i in range(1, 6)] + ["output"]
+    assert [r["role"] for r in rows] == ["encoder"] + ["hidden"] * 4 + ["output"]
+    assert all(tuple(r) == report.ROW_KEYS for r in rows)
+    assert rows == report.rows_from_sim(res, accounting.ann_macs(snn), report.neuron_counts(snn))
+    assert rows[1]["sops_per_image"] == res.sops_per_image()["conv2"]
+    assert rows[0]["input_macs_per_image"] == 460800
+    rep = res.table(dataset="mnist")
+    assert rep.totals == report.from_sim(res, accounting.ann_macs(snn), snn=snn,
+                                         dataset="mnist").totals
+    assert "conv3" in rep.text()

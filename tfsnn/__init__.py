@@ -1,9 +1,20 @@
 """tfsnn: integer spiking neural networks on TensorFlow / Keras 3.
 
-Train a ternary-weight, k-level-activation ANN (``tfsnn.models``, ``tfsnn.layers``), convert it
-to an all-integer SNN (``tfsnn.convert``), simulate it counting every spike and synaptic operation
-(``tfsnn.simulate`` -> ``tfsnn.SimResult``) and export it (``tfsnn.export_snn``). Directly trained
-SNNs: ``tfsnn.models`` (by name), ``tfsnn.layers.neurons``, the procedures in ``tfsnn.training``.
+The integer-SNN pipeline (see README "Python quickstart"):
+
+* ``tfsnn.quantize_model(model, k=0, ternary=True, first_layer="levels")``: a plain Keras 3
+  model -> its quantization-aware twin (ternary weights, k-level activations), to ``fit``.
+* ``tfsnn.convert(twin, k=None, use_int=True, timesteps=None, num_levels=None)``: the trained
+  twin (or an ALL_INT model of ``tfsnn.models``) -> the exact integer SNN (a ``keras.Model``,
+  images -> logits ``[B, T, classes]``), layer by layer through ``tfsnn.conversion.rules``.
+* ``tfsnn.simulate(snn, images, labels=None, ann=twin, ...)`` -> ``tfsnn.SimResult``: per-step
+  accuracy, ``agreement_per_step``, ``disagreements``, ``equal_from_step``,
+  ``convergence_problems()``, spikes / SOPs per layer, ``layer_table()`` (rows) and ``table()``
+  (the per-layer spike / SOP / energy ``tfsnn.report.Report``; ``.text()`` to print).
+* ``tfsnn.export_snn`` / ``tfsnn.export_ann``: SavedModels.
+
+Directly trained SNNs: ``tfsnn.models`` (by name), ``tfsnn.layers.neurons``, the procedures in
+``tfsnn.training``.
 
 Package map: ``quantizers``, ``surrogates`` (math, no layers); ``layers`` (quant, encoders,
 neurons/, filters, sequence, readouts); ``models`` (registry); ``conversion``; ``simulation``;

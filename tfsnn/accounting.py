@@ -15,6 +15,10 @@ Definitions:
   events x ``num_classes`` (the output fan-out *is* counted, unlike the original's CIFAR
   script). Encoder events count once each (the original weighted them by ``2^k``; same at k=0).
   The encoder's own input is analog: its cost is MACs (``ann_macs``), not SOPs.
+* Any converted SNN (``tfsnn.conversion.graph.SnnGraph``): the receiving layers are
+  ``rules.RECEIVERS`` and their fan-out is ``rules.fanout``; an increment of magnitude m reaching
+  a synapse (after a sum pool, an ``Add``) is m events; a receiver that does not spike itself
+  (``IntegerSynapse``) counts its SOPs in the row of the neurons it feeds.
 * ANN MACs use the same exact fan-out: ``MACs = C_in x sum_{h,w} fanout(h, w)`` (padding zeros
   are not multiplied), so an ANN whose every input neuron is 1 costs as many MACs as SOPs.
 
@@ -34,8 +38,7 @@ sum_spike.txt      this step only: sum_{l in H} sum_i s_{l,i,t}
 
 import numpy as np
 
-from tfsnn.conversion import split_snn
-from tfsnn.geometry import conv_fanout, conv_macs
+from tfsnn.geometry import conv_fanout
 
 STAT_FILES = ("accuracy.txt", "spike_num.txt", "spike_collect.txt", "sop_num.txt",
               "abs_spike.txt", "sum_spike.txt")
@@ -71,33 +74,18 @@ def stat_file_texts(series):
 
 
 def fanout_maps(snn):
-    """Exact fan-out per receiving layer: ``[H, W]`` int64 maps for the hidden convs, and the
-    number of classes (per input neuron) for the output layer."""
-    _, hidden, out = split_snn(snn)
-    maps = [conv_fanout(_in_shape(layer)[:2], layer.kernel_size, layer.strides,
-                        layer.padding, layer.filters) for layer in hidden]
-    return maps, out.units
-
-
-def _in_shape(layer):
-    """``(H, W, C)`` of a spiking layer's input."""
-    return tuple(int(d) for d in layer.input.shape[2:])
+    """Exact fan-out of every receiving layer of a converted SNN, per input:
+    ``{(receiver name, input name): int64 [*input frame shape]}`` (``rules.fanout``)."""
+    from tfsnn.conversion.graph import SnnGraph
+    return dict(SnnGraph.of(snn).fanouts)
 
 
 def ann_macs(snn):
-    """MACs per image of the same network as an ANN, per layer (exact, padding excluded)."""
-    enc, hidden, out = split_snn(snn)
-    h, w, c = (int(d) for d in snn.input.shape[1:])
-    d = {enc.name: conv_macs((h, w), c, enc.kernel_size, enc.strides, enc.padding,
-                             enc.filters)}
-    for layer in hidden:
-        h, w, c = _in_shape(layer)
-        d[layer.name] = conv_macs((h, w), c, layer.kernel_size, layer.strides,
-                                  layer.padding, layer.filters)
-    d[out.name] = int(np.prod(out.input.shape[2:])) * out.units
-    d["total"] = int(sum(d.values()))
-    d["total_hidden_and_output"] = d["total"] - d[enc.name]
-    return d
+    """MACs per image of the same network as an ANN, per row of the SNN's tables (exact fan-out,
+    padding excluded; ``rules.macs``): encoder rows (their analog input synapses), spiking layers
+    (the synapses feeding them), the output; plus ``total`` and ``total_hidden_and_output``."""
+    from tfsnn.conversion.graph import SnnGraph
+    return SnnGraph.of(snn).ann_macs()
 
 
 def consumer_fanout(layer, input_shape):

@@ -34,42 +34,21 @@ ROW_KEYS = ("layer", "role", "neurons", "spikes_per_image", "firing_rate", "sops
 
 
 def neuron_counts(snn):
-    """``{layer: neurons}`` of a converted SNN (``tfsnn.convert``): spiking layers and output."""
-    from tfsnn.conversion import split_snn
-    enc, hidden, out = split_snn(snn)
-    d = {l.name: int(np.prod(l.output.shape[2:])) for l in [enc, *hidden]}
-    d[out.name] = int(out.units)
-    return d
+    """``{row: neurons}`` of a converted SNN (``tfsnn.convert``): spiking layers and output."""
+    from tfsnn.conversion.graph import SnnGraph
+    return SnnGraph.of(snn).neurons()
 
 
 def rows_from_sim(result, ann_macs, neurons):
-    """Per-layer rows (plain numbers, keys ``ROW_KEYS``) of a ``tfsnn.simulate`` result.
+    """Per-layer rows (plain numbers, keys ``ROW_KEYS``) of a ``tfsnn.simulate`` result: the
+    one implementation is ``SimResult.layer_table``.
 
     Args:
       result: ``SimResult``.
       ann_macs: ``tfsnn.accounting.ann_macs(snn)`` (``{layer: MACs per image}``).
       neurons: ``{layer: neurons}`` (``neuron_counts(snn)``).
     """
-    missing = [n for n in [*result.layer_names, *result.sop_layer_names] if n not in neurons]
-    if missing:
-        raise ValueError(f"neurons: no count for layers {missing}")
-    spikes, sops = result.spikes_per_image(), result.sops_per_image()
-    t = result.timesteps
-    names = list(dict.fromkeys([*result.layer_names, *result.sop_layer_names]))
-    rows = []
-    for i, name in enumerate(names):
-        role = ("encoder" if i == 0 else
-                "output" if name not in result.layer_names else "hidden")
-        n = int(neurons[name])
-        s = spikes.get(name, 0.0)
-        rows.append({
-            "layer": name, "role": role, "neurons": n, "spikes_per_image": s,
-            "firing_rate": s / n / t if role != "output" else None,
-            "sops_per_image": sops.get(name, 0.0),
-            "input_macs_per_image": float(ann_macs[name]) if role == "encoder" else 0.0,
-            "ann_macs_per_image": float(ann_macs.get(name, 0.0)),
-            "neuron_updates_per_image": float(n * t) if role != "output" else 0.0})
-    return rows
+    return result.layer_table(ann_macs, neurons)
 
 
 def _layer_counts(row):

@@ -6,26 +6,39 @@ axis (time folded into batch for the synaptic ops; the neuron recurrence is a ``
 under one ``tf.function`` per batch shape, passing each layer only the steps up to its last
 event (the layers' ``compact`` forms: exact, cost follows the active steps rather than T), and
 returns a ``SimResult`` with per-step logits, predictions and accuracy and per-layer, per-step
-spike (+1 / -1) and SOP counts (definitions in ``tfsnn.accounting``). The input image is injected at t=0 only (the encoder holds it).
+spike (+1 / -1) and SOP counts (definitions in ``tfsnn.accounting``). The input image is
+injected at t=0 only (the encoder holds it).
+
+Any SNN ``tfsnn.convert`` builds runs here: the walker (``run_graph``) follows the SNN's graph
+(``tfsnn.conversion.graph.SnnGraph``) and calls each layer's ``compact`` form (the analog layers
+before the encoder: their plain call). Spikes are counted per spiking layer; SOPs per receiving
+layer as input events x ``tfsnn.conversion.rules.fanout`` (an increment of magnitude m reaching
+a synapse, e.g. after a sum pool, is m events; encoder events count once each), summed into the
+row of the neurons the receiver feeds. ``SimResult.convergence_problems`` flags (and
+``simulate`` warns about) runs whose T or threshold tables were too short to be exact.
 """
 import dataclasses
+import warnings
 import weakref
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from tfsnn import accounting
-from tfsnn.conversion import split_snn
+from tfsnn.conversion.graph import SnnGraph
+from tfsnn.layers.neurons.integer import SpikingConv2D, SpikingNeuron
 from tfsnn.timeaxis import pad_time
 
 
 @dataclasses.dataclass
 class SimResult:
     """What ``simulate`` measured. ``N`` images, ``nb`` batches, ``T`` steps, ``L`` spiking
-    layers (encoder first), ``R`` receiving layers (hidden layers, then ``output``)."""
+    layers (encoder(s) first), ``R`` rows receiving SOPs (spiking layers fed by synapses, then
+    the output; an ``IntegerSynapse``'s SOPs count in the row of the neurons it feeds)."""
 
     layer_names: list        # [L] spiking layers
-    sop_layer_names: list    # [R] receiving layers
+    sop_layer_names: list    # [R] rows receiving SOPs
     timesteps: int
     amplitude: int           # 2^k: y_SNN = 2^k y_ANN and counts = 2^k levels at convergence
     logits: np.ndarray       # float32 [N, T, classes]
@@ -38,23 +51,31 @@ class SimResult:
     labels: np.ndarray = None        # [N] or None
     ann_logits: np.ndarray = None    # float32 [N, classes] of the quantized ANN, or None
     final_counts: list = None        # per spiking layer int [N, H, W, C] net counts at T-1
+    hidden_indices: list = None      # indices into layer_names of H (non-encoder spiking layers)
+    saturated: dict = None           # {layer: neuron x image pairs at a threshold table's end}
+    neurons: dict = None             # {row: neurons} (spiking layers, output units)
+    ann_macs: dict = None            # {row: ANN MACs per image}, ``SnnGraph.ann_macs``
+
+    def __post_init__(self):
+        if self.hidden_indices is None:
+            self.hidden_indices = list(range(1, len(self.layer_names)))
 
     @property
-    def n_images(self):
+    def n_images(self) -> int:
         return int(self.batch_sizes.sum())
 
     @property
-    def predictions(self):
+    def predictions(self) -> np.ndarray:
         """int64 ``[N, T]``: argmax of the logits at each step."""
         return np.argmax(self.logits, axis=-1)
 
     @property
-    def accuracy_per_step(self):
+    def accuracy_per_step(self) -> np.ndarray:
         """float ``[T]``: accuracy at each step (needs labels)."""
         return self.correct.sum(0) / max(self.n_images, 1)
 
     @property
-    def accuracy(self):
+    def accuracy(self) -> float:
         """Accuracy at the last step."""
         return float(self.accuracy_per_step[-1])
 
@@ -68,54 +89,123 @@ class SimResult:
             return None
         return float(np.mean(self.ann_predictions == self.labels))
 
-    @property
-    def agreement_per_step(self):
-        """bool ``[T]``: SNN predictions equal the ANN's on every image at step t."""
-        return np.all(self.predictions == self.ann_predictions[:, None], axis=0)
+    def _need_ann(self, what):
+        if self.ann_logits is None:
+            raise ValueError(f"SimResult.{what} needs the ANN's logits: run simulate(..., ann=model)")
 
     @property
-    def disagreements(self):
+    def agreement_per_step(self) -> np.ndarray:
+        """float ``[T]``: fraction of images whose SNN prediction at step t equals the ANN's."""
+        self._need_ann("agreement_per_step")
+        return np.mean(self.predictions == self.ann_predictions[:, None], axis=0)
+
+    @property
+    def disagreements(self) -> int:
         """Images whose SNN prediction at the last step differs from the ANN's."""
+        self._need_ann("disagreements")
         return int(np.sum(self.predictions[:, -1] != self.ann_predictions))
 
     @property
     def equal_from_step(self):
-        """First step from which SNN and ANN predictions agree on every image (None if never)."""
-        eq = self.agreement_per_step
+        """First (0-based) step from which SNN and ANN predictions agree on every image (None if
+        they do not at the last step)."""
+        eq = self.agreement_per_step == 1.0
         if not eq[-1]:
             return None
         bad = np.flatnonzero(~eq)
         return int(bad[-1] + 1) if bad.size else 0
 
     @property
-    def converged_step(self):
+    def converged_step(self) -> int:
         """First step from which no layer spikes on any image (the state is then stationary)."""
         return int(self.last_spike_step.max(initial=-1) + 1)
 
     @property
-    def converged(self):
+    def converged(self) -> bool:
         """True if the network was silent at the last step on every image (T was enough)."""
         return self.converged_step < self.timesteps
 
-    def spikes_per_image(self):
+    def convergence_problems(self) -> list:
+        """Why the SNN may differ from the quantized ANN (empty if none): a layer still spiking
+        at the last step (T too small), or neurons whose final level sits at an end of their
+        threshold table (the ANN level may lie beyond: convert with a larger ``num_levels`` /
+        ``timesteps``)."""
+        out = []
+        if not self.converged:
+            out.append(f"the SNN still spiked at the last step ({self.timesteps - 1}): counts "
+                       "may not have reached the ANN levels; increase timesteps")
+        for name, n in (self.saturated or {}).items():
+            if n:
+                out.append(f"layer {name!r}: {n} neuron x image pairs end at the end of the "
+                           "threshold table (level possibly clipped); convert with a larger "
+                           "timesteps / num_levels")
+        return out
+
+    def spikes_per_image(self) -> dict:
         """dict layer -> spike events per image (+1 and -1), plus ``total`` and ``total_hidden``
-        (encoder excluded, the original's ``spike_num``)."""
+        (encoders excluded, the original's ``spike_num``)."""
         ev = (self.pos + self.neg).sum(axis=(0, 2)) / max(self.n_images, 1)
         d = {n: float(v) for n, v in zip(self.layer_names, ev)}
-        d["total"], d["total_hidden"] = float(ev.sum()), float(ev[1:].sum())
+        d["total"], d["total_hidden"] = float(ev.sum()), float(ev[self.hidden_indices].sum())
         return d
 
-    def sops_per_image(self):
-        """dict receiving layer -> SOPs per image, plus ``total``."""
+    def sops_per_image(self) -> dict:
+        """dict receiving row -> SOPs per image, plus ``total``."""
         s = self.sops.sum(axis=(0, 2)) / max(self.n_images, 1)
         d = {n: float(v) for n, v in zip(self.sop_layer_names, s)}
         d["total"] = float(s.sum())
         return d
 
-    def stat_series(self):
+    def stat_series(self) -> dict:
         """The six per-(batch, step) series of the stat files (``tfsnn.accounting.stat_series``)."""
         return accounting.stat_series(self.correct, self.pos, self.neg, self.sops,
-                                   hidden=list(range(1, len(self.layer_names))))
+                                      hidden=self.hidden_indices)
+
+    def layer_table(self, ann_macs=None, neurons=None) -> list:
+        """Per-layer rows (dicts with the keys of ``tfsnn.report.ROW_KEYS``), per image: one per
+        spiking layer (role ``encoder`` / ``hidden``) and the output (role ``output``).
+
+        Args:
+          ann_macs: ``{row: ANN MACs per image}``; default the SNN's (``self.ann_macs``).
+          neurons: ``{row: neurons}``; default the SNN's (``self.neurons``).
+        """
+        ann_macs = self.ann_macs if ann_macs is None else ann_macs
+        neurons = self.neurons if neurons is None else neurons
+        if ann_macs is None or neurons is None:
+            raise ValueError("layer_table: this result has no ann_macs / neurons; pass them "
+                             "(tfsnn.accounting.ann_macs(snn), tfsnn.report.neuron_counts(snn))")
+        missing = [n for n in [*self.layer_names, *self.sop_layer_names] if n not in neurons]
+        if missing:
+            raise ValueError(f"neurons: no count for layers {missing}")
+        spikes, sops = self.spikes_per_image(), self.sops_per_image()
+        t = self.timesteps
+        hidden = {self.layer_names[i] for i in self.hidden_indices}
+        rows = []
+        for name in dict.fromkeys([*self.layer_names, *self.sop_layer_names]):
+            role = ("hidden" if name in hidden else
+                    "encoder" if name in self.layer_names else "output")
+            n = int(neurons[name])
+            s = spikes.get(name, 0.0)
+            rows.append({
+                "layer": name, "role": role, "neurons": n, "spikes_per_image": s,
+                "firing_rate": s / n / t if role != "output" else None,
+                "sops_per_image": sops.get(name, 0.0),
+                "input_macs_per_image": float(ann_macs.get(name, 0.0)) if role == "encoder"
+                else 0.0,
+                "ann_macs_per_image": float(ann_macs.get(name, 0.0)),
+                "neuron_updates_per_image": float(n * t) if role != "output" else 0.0})
+        return rows
+
+    def table(self, ann_macs=None, neurons=None, dataset=None, **kwargs):
+        """The per-layer spike / SOP / energy ``tfsnn.report.Report`` (``.text()``,
+        ``.markdown()``, ``.to_json()``); ``kwargs`` go to ``tfsnn.report.from_sim``."""
+        from tfsnn import report
+        if (self.ann_macs if ann_macs is None else ann_macs) is None or (
+                self.neurons if neurons is None else neurons) is None:
+            self.layer_table(ann_macs, neurons)  # raises, naming what is missing
+        return report.from_sim(self, self.ann_macs if ann_macs is None else ann_macs,
+                               neurons=self.neurons if neurons is None else neurons,
+                               dataset=dataset, **kwargs)
 
 
 def _batches(data, labels, batch_size, max_examples):
@@ -163,62 +253,115 @@ def make_batch_fn(snn, timesteps=None, return_counts=False):
     fns = _BATCH_FNS.setdefault(snn, {})
     key = (timesteps, bool(return_counts))
     if key not in fns:
-        fns[key] = _make_batch_fn(snn, timesteps, return_counts)
+        fns[key] = _make_batch_fn(SnnGraph.of(snn), timesteps, return_counts)
     return fns[key]
 
 
-def _make_batch_fn(snn, timesteps, return_counts):
-    enc, hidden, out = split_snn(snn)
-    t_max = min([l.num_levels for l in hidden], default=np.iinfo(np.int32).max)
-    t = enc.timesteps if timesteps is None else int(timesteps)
+def check_timesteps(graph, timesteps):
+    """``timesteps`` (default the SNN's), checked against the threshold tables."""
+    t = graph.default_timesteps if timesteps is None else int(timesteps)
+    t_max = graph.max_timesteps
     if not 1 <= t <= t_max:
         raise ValueError(f"timesteps must be in 1..{t_max} (the thresholds table size), got {t}; "
                          "convert again with a larger timesteps / num_levels")
-    maps, n_cls = accounting.fanout_maps(snn)
-    maps = [tf.constant(m, tf.int64) for m in maps]
+    return t
 
-    amp = int(enc.amplitude)
+
+def run_graph(graph, images, timesteps):
+    """Walk the SNN graph on images ``[B, H, W, C]`` with every layer's ``compact`` form (the
+    analog layers before the encoder: their plain call). Returns ``{layer name: tensor}``:
+    spiking / increment tensors ``[B, t_c, ...]`` whose later steps up to ``timesteps`` are
+    silent (exact), and the output's logits ``[B, timesteps, classes]``."""
+    vals = {}
+    for layer, ins in graph.nodes:
+        if isinstance(layer, keras.layers.InputLayer):
+            vals[layer.name] = images
+            continue
+        xs = [vals[i] for i in ins]
+        x = xs if len(xs) > 1 else xs[0]
+        if hasattr(layer, "compact"):
+            vals[layer.name] = layer.compact(x, timesteps)
+        else:
+            vals[layer.name] = layer(x, training=False)
+    return vals
+
+
+def _saturated(layer, x):
+    """Neurons (x images) whose final target level sits at an end of the threshold table: their
+    ANN level may lie beyond it (the count is then clipped, the SNN no longer exact)."""
+    if isinstance(layer, SpikingConv2D):
+        lev = layer.levels_from_counts(tf.reduce_sum(tf.cast(x, tf.float32), axis=1))
+        bad = lev >= layer.num_levels
+    elif isinstance(layer, SpikingNeuron):
+        v = tf.reduce_sum(tf.cast(x, "int32" if layer.use_int else "float64"), axis=1)
+        lev = layer.levels_from_membrane(v)
+        bad = lev >= layer.min_level + layer.num_levels
+        if layer.min_level < 0:
+            bad = bad | (lev <= layer.min_level)
+    else:
+        return None
+    return tf.reduce_sum(tf.cast(bad, tf.int64))
+
+
+def _make_batch_fn(graph, timesteps, return_counts):
+    t = check_timesteps(graph, timesteps)
+    fans = {key: tf.constant(f, tf.int64) for key, f in graph.fanouts.items()}
+    rows = graph.sop_row_names
+    inputs = {l.name: ins for l, ins in graph.nodes}
 
     @tf.function(reduce_retracing=True)
     def run(x):
-        # Compact spike trains: [B, t_c, ...] per layer, every later step silent (exact).
-        s = enc.compact(x, t)
-        spikes = [s]
-        for layer in hidden:
-            s = layer.compact(s, t)
-            spikes.append(s)
-        logits = out.compact(s, t)
-        pos, neg, sops, active = [], [], [], []
-        for i, sp in enumerate(spikes):
-            sp = tf.cast(sp, tf.int32)
-            ev = tf.reduce_sum(tf.abs(sp), axis=-1)  # events per position [B, t_c, H, W]
-            net = tf.reduce_sum(sp, axis=[0, 2, 3, 4])
-            if i == 0:  # encoder: events of amplitude 2^k, all positive
-                ev, net = ev // amp, net // amp
-            n_ev = tf.reduce_sum(ev, axis=[0, 2, 3])
+        vals = run_graph(graph, x, t)
+        logits = vals[graph.output.name]
+        pos, neg, active, sat = [], [], [], []
+        for layer in graph.spiking:
+            sp = tf.cast(vals[layer.name], tf.int32)
+            unit = graph.units[layer.name]
+            axes = list(range(2, len(sp.shape)))
+            n_ev = tf.reduce_sum(tf.abs(sp), axis=[0] + axes) // unit
+            net = tf.reduce_sum(sp, axis=[0] + axes) // unit
             pos.append(pad_time(((n_ev + net) // 2)[None], t)[0])
             neg.append(pad_time(((n_ev - net) // 2)[None], t)[0])
-            active.append(pad_time(tf.reduce_any(ev > 0, axis=[2, 3]), t))
-            ev = tf.cast(ev, tf.int64)
-            if i < len(maps):  # SOPs of the receiving layer: events x exact fan-out
-                sop = tf.reduce_sum(ev * maps[i], axis=[0, 2, 3])
-            else:  # last hidden layer -> output: every event reaches n_cls synapses
-                sop = tf.reduce_sum(ev, axis=[0, 2, 3]) * n_cls
-            sops.append(pad_time(sop[None], t)[0])
+            active.append(pad_time(tf.reduce_any(sp != 0, axis=axes), t))
+            ins = inputs[layer.name]
+            sat.append(_saturated(layer, vals[ins[0]]) if ins else None)
+        sops = {r: tf.zeros([t], tf.int64) for r in rows}
+        for layer, ins, row in graph.receivers:
+            for i in ins:  # SOPs: input events x exact fan-out of the receiving layer
+                ev = tf.cast(tf.abs(tf.cast(vals[i], tf.int32)) // graph.units[i], tf.int64)
+                axes = list(range(2, len(ev.shape)))
+                sop = tf.reduce_sum(ev * fans[(layer.name, i)], axis=[0] + axes)
+                sops[row] = sops[row] + pad_time(sop[None], t)[0]
         active = tf.reduce_any(tf.stack(active), axis=0)  # [B, T]
         steps = tf.range(t, dtype=tf.int64)
         last = tf.reduce_max(tf.where(active, steps[None], -1), axis=1)
         res = {"logits": logits, "pos": tf.cast(tf.stack(pos), tf.int64),
-               "neg": tf.cast(tf.stack(neg), tf.int64), "sops": tf.stack(sops), "last": last}
+               "neg": tf.cast(tf.stack(neg), tf.int64),
+               "sops": tf.stack([sops[r] for r in rows]), "last": last,
+               "saturated": tf.stack([tf.zeros([], tf.int64) if s is None else s for s in sat])}
         if return_counts:
-            res["counts"] = [tf.reduce_sum(sp, axis=1) for sp in spikes]
+            res["counts"] = [tf.reduce_sum(vals[l.name], axis=1) for l in graph.spiking]
         return res
 
     return run
 
 
-def simulate(snn, data, labels=None, *, batch_size=100, timesteps=None, noise_ratio=0.0,
-             seed=None, ann=None, max_examples=None, return_counts=False, progress=False):
+def spike_trains(snn, images, timesteps=None):
+    """Per-step spikes of every spiking layer on a few images (rasters, histograms).
+
+    Returns ``{layer: int32 [n, T, ...]}`` (encoder events have amplitude 2^k; hidden spikes
+    are -1, 0, +1).
+    """
+    graph = SnnGraph.of(snn)
+    t = check_timesteps(graph, timesteps)
+    vals = run_graph(graph, tf.constant(images, tf.float32), t)
+    return {l.name: pad_time(tf.cast(vals[l.name], tf.int32), t).numpy() for l in graph.spiking}
+
+
+def simulate(snn: keras.Model, data, labels=None, *, batch_size: int = 100,
+             timesteps: int = None, noise_ratio: float = 0.0, seed: int = None,
+             ann: keras.Model = None, max_examples: int = None, return_counts: bool = False,
+             progress: bool = False, warn: bool = True) -> SimResult:
     """Run the SNN on images and collect per-step statistics.
 
     Args:
@@ -235,6 +378,7 @@ def simulate(snn, data, labels=None, *, batch_size=100, timesteps=None, noise_ra
       max_examples: only the first ``max_examples`` images.
       return_counts: keep every spiking layer's final net counts per image (memory!).
       progress: a tqdm progress bar over batches.
+      warn: warn (``RuntimeWarning``) about ``SimResult.convergence_problems()``.
     Returns:
       A ``SimResult``.
     """
@@ -243,13 +387,13 @@ def simulate(snn, data, labels=None, *, batch_size=100, timesteps=None, noise_ra
     if isinstance(batch_size, bool) or int(batch_size) < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     batch_size = int(batch_size)
-    enc, hidden, out = split_snn(snn)
+    graph = SnnGraph.of(snn)
     run = make_batch_fn(snn, timesteps, return_counts)
     ann_fn = None if ann is None else tf.function(lambda x: ann(x, training=False),
                                                   reduce_retracing=True)
     rng = np.random.default_rng(seed)
     acc = {k: [] for k in ("logits", "pos", "neg", "sops", "last", "correct", "bs", "labels",
-                           "ann", "counts")}
+                           "ann", "counts", "saturated")}
     it = _batches(data, labels, batch_size, max_examples)
     if progress:
         from tqdm import tqdm
@@ -262,7 +406,7 @@ def simulate(snn, data, labels=None, *, batch_size=100, timesteps=None, noise_ra
         r = run(tf.constant(xs))
         logits = r["logits"].numpy()
         acc["logits"].append(logits)
-        for key in ("pos", "neg", "sops", "last"):
+        for key in ("pos", "neg", "sops", "last", "saturated"):
             acc[key].append(r[key].numpy())
         acc["bs"].append(len(x))
         if y is not None:
@@ -279,15 +423,21 @@ def simulate(snn, data, labels=None, *, batch_size=100, timesteps=None, noise_ra
         raise ValueError("simulate: no images in data")
     counts = None
     if return_counts:
-        counts = [np.concatenate([c[i] for c in acc["counts"]]) for i in range(len(hidden) + 1)]
-    return SimResult(
-        layer_names=[enc.name] + [l.name for l in hidden],
-        sop_layer_names=[l.name for l in hidden] + [out.name],
-        timesteps=int(acc["logits"][0].shape[1]), amplitude=int(enc.amplitude),
+        counts = [np.concatenate([c[i] for c in acc["counts"]])
+                  for i in range(len(graph.spiking))]
+    res = SimResult(
+        layer_names=graph.layer_names, sop_layer_names=graph.sop_row_names,
+        timesteps=int(acc["logits"][0].shape[1]), amplitude=graph.amplitude,
         logits=np.concatenate(acc["logits"]), correct=np.stack(acc["correct"]).astype(np.int64),
         batch_sizes=np.asarray(acc["bs"], np.int64), pos=np.stack(acc["pos"]),
         neg=np.stack(acc["neg"]), sops=np.stack(acc["sops"]),
         last_spike_step=np.concatenate(acc["last"]),
         labels=np.concatenate(acc["labels"]) if acc["labels"] else None,
         ann_logits=np.concatenate(acc["ann"]) if acc["ann"] else None,
-        final_counts=counts)
+        final_counts=counts, hidden_indices=graph.hidden_indices,
+        saturated={n: int(v) for n, v in zip(graph.layer_names, np.sum(acc["saturated"], 0))},
+        neurons=graph.neurons(), ann_macs=graph.ann_macs())
+    if warn:
+        for problem in res.convergence_problems():
+            warnings.warn(f"tfsnn.simulate: {problem}", RuntimeWarning, stacklevel=2)
+    return res

@@ -1,15 +1,28 @@
 """Zoo models (``tfsnn.models.zoo``) through ``quantize_model`` -> ``fit`` -> ``convert`` on real
 MNIST test images: the integer SNN predicts exactly what the quantized twin predicts, and every
 mapped neuron's final net count is ``2^k`` x the twin's activation level (issue 12)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
+
+from conftest import REPO
 
 from snn_common import mnist_test
 from tfsnn.conversion.integer import convert
 from tfsnn.conversion.quantize import graph_nodes, quantize_model
 from tfsnn.layers.quant import QuantActivation
 from tfsnn.models.zoo import zoo_model
+from tfsnn.conversion.graph import SnnGraph
+from tfsnn.conversion.rules import fanout
+from tfsnn.layers.neurons.integer import RampEncoder, SpikeEncoder
+from tfsnn.report import ROW_KEYS
+from tfsnn.simulation import simulate
 
 TINY = {"zoo_mlp": (32, 32), "zoo_vgg": (8, 8, 8), "zoo_resnet8": (8, 8, 8)}
 
@@ -55,6 +68,43 @@ def test_zoo_snn_exact(mnist, name, k):
     assert any(a.signed for a in acts) == (name == "zoo_resnet8")
     for a, lev, s in zip(acts, levels, spikes):
         np.testing.assert_array_equal(s.sum(axis=1), lev, err_msg=a.name)
+    _check_simulate(snn, twin, xb, acts, layers, levels, spikes, steps)
+
+
+def _check_simulate(snn, twin, xb, acts, layers, levels, spikes, steps):
+    """tfsnn.simulate on the same SNN: 0 disagreements, counts == 2^k levels, spike counts equal
+    the model call's, SOPs = events reaching each receiver x its fan-out (from the model call)."""
+    res = simulate(snn, xb, ann=twin, batch_size=40, return_counts=True)
+    assert res.disagreements == 0 and res.equal_from_step is not None
+    assert res.convergence_problems() == [] and res.converged
+    assert np.all(res.agreement_per_step[res.equal_from_step:] == 1.0)
+    counts = dict(zip(res.layer_names, res.final_counts))
+    for a, layer, lev in zip(acts, layers, levels):
+        np.testing.assert_array_equal(counts[layer.name], lev, err_msg=a.name)
+    graph = SnnGraph.of(snn)
+    amp = res.amplitude
+    for layer, s in zip(layers, spikes):
+        unit = amp if isinstance(layer, (RampEncoder, SpikeEncoder)) else 1
+        i = res.layer_names.index(layer.name)
+        assert (res.pos + res.neg)[:, i].sum() == np.abs(s).sum() // unit, layer.name
+    # SOPs, independently: every tensor reaching a receiver, from the plain model call
+    names = sorted({i for _, ins, _ in graph.receivers for i in ins})
+    probe = keras.Model(snn.input, [snn.get_layer(n).output for n in names])
+    inc = dict(zip(names, (np.asarray(v) for v in probe(xb))))
+    want = dict.fromkeys(res.sop_layer_names, 0)
+    for layer, ins, row in graph.receivers:
+        for i in ins:
+            unit = amp if isinstance(snn.get_layer(i), (RampEncoder, SpikeEncoder)) else 1
+            ev = np.abs(inc[i]).astype(np.int64) // unit  # [N, T, ...]
+            want[row] += int((ev.sum(axis=(0, 1)) * fanout(layer, ev.shape[2:])).sum())
+    got = dict(zip(res.sop_layer_names, res.sops.sum(axis=(0, 2))))
+    assert got == want
+    rows = res.layer_table()
+    assert [r["layer"] for r in rows] == list(dict.fromkeys(res.layer_names
+                                                            + res.sop_layer_names))
+    assert all(set(ROW_KEYS) <= set(r) for r in rows)
+    text = res.table().text()
+    assert all(r["layer"] in text for r in rows)
 
 
 def test_quantize_model_refuses_unsupported_layer():
@@ -68,3 +118,33 @@ def test_quantize_model_refuses_unsupported_layer():
     for part in ("'ln'", "LayerNormalization", "Supported layers:", "Conv2D",
                  "GlobalAveragePooling2D", "Add", "Concatenate"):
         assert part in msg, (part, msg)
+
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
+
+
+@pytest.mark.skipif(not FMNIST.is_file(), reason="Fashion-MNIST not installed")
+def test_spiking_inference_script_converts_a_zoo_run(mnist, tmp_path):
+    """scripts/spiking_inference.py on a run dir holding a zoo twin (what train_quant.py --model
+    zoo_mlp saves): converts it, 0 disagreements, per-row SOPs and the report."""
+    x, y = mnist
+    keras.utils.set_random_seed(0)
+    twin = zoo_model("zoo_mlp", k=0, widths=(32, 32))
+    twin.compile(optimizer="adam",
+                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    twin.fit(x[:320], y[:320], epochs=1, batch_size=16, verbose=0)
+    twin.save(tmp_path / "model.keras")
+    (tmp_path / "flags.json").write_text(json.dumps(
+        {"k": 0, "use_ternary": True, "dataset": "fashion_mnist", "model": "zoo_mlp"}))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "spiking_inference.py"),
+                        "--run_dir", str(tmp_path), "--max_test_examples", "100",
+                        "--batch_size", "50", "--timesteps", "48", "--notensorboard"],
+                       cwd=REPO, env=env, timeout=600, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads((tmp_path / "snn" / "summary.json").read_text())
+    assert s["disagreements"] == 0 and s["snn_accuracy"] == s["ann_accuracy"]
+    assert s["converged"] and s["convergence_problems"] == []
+    assert set(s["sops_per_image"]) == {"fc2_relu", "output", "total"}
+    assert s["ann_macs_per_image"]["fc1_relu"] == 784 * 32
+    assert (tmp_path / "snn" / "report.md").is_file()

@@ -88,7 +88,8 @@ def parse_model(model):
     return blocks, out, k
 
 
-def convert(model, k=None, use_int=True, timesteps=None, num_levels=None, name=None):
+def convert(model: keras.Model, k: int = None, use_int: bool = True, timesteps: int = None,
+            num_levels: int = None, name: str = None) -> keras.Model:
     """Convert a quantized ANN to the integer SNN, layer by layer through the rules of
     ``tfsnn.conversion.rules`` (any ``tfsnn.quantize_model`` twin, or an ALL_INT model).
 

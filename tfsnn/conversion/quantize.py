@@ -114,7 +114,8 @@ def _clone(layer):
     return type(layer).from_config(layer.get_config())
 
 
-def quantize_model(model, k=0, ternary=True, first_layer="levels", name=None):
+def quantize_model(model: keras.Model, k: int = 0, ternary: bool = True,
+                   first_layer: str = "levels", name: str = None) -> keras.Model:
     """The quantization-aware twin of a plain Keras model (see the module docstring).
 
     Args:

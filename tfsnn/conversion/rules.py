@@ -31,6 +31,10 @@ from tfsnn.layers.neurons.integer import (IntegerSynapse, OutputAccumulator, Out
 from tfsnn.layers.quant import QuantActivation, QuantConv2D, QuantDense, QuantDepthwiseConv2D
 
 SYNAPSES = (QuantConv2D, QuantDepthwiseConv2D, QuantDense)
+# SNN layer kinds for the simulator and the accounting: encoders (analog in, spikes out) and
+# receivers (spike events in, each costing ``fanout`` SOPs; MACs in the ANN twin).
+ENCODERS = (SpikeEncoder, RampEncoder)
+RECEIVERS = (SpikingConv2D, IntegerSynapse, OutputAccumulator, OutputHead)
 
 
 @dataclasses.dataclass

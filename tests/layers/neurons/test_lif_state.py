@@ -170,3 +170,31 @@ def test_bad_general_arguments():
         nr.spike_sequence(x, reset="hard")
     with pytest.raises(ValueError, match="ng_correction needs a float leak"):
         nr.NeuronParams(leak=tf.constant(0.9), ng_correction=True)
+
+
+@pytest.mark.parametrize("case", ["subtract", "zero_reset_grad_gaussian", "delayed_stdb",
+                                  "none_fast_sigmoid"])
+def test_general_op_without_param_gradients(case):
+    """param_gradients=False (the benchmark's path: constant recursion factor, no threshold /
+    leak gradient computed): input and initial-state gradients still equal per-step autograd,
+    and the threshold / leak receive none."""
+    kw = CASES[case]
+    x, v0, theta, lam, (g_o, g_tr, g_end) = _inputs(zlib.crc32(case.encode()) + 1)
+
+    def run(fn):
+        with tf.GradientTape() as tape:
+            tape.watch([x, v0])
+            o, trace, end = fn()
+            loss = (tf.reduce_sum(o * g_o) + tf.reduce_sum(trace * g_tr)
+                    + tf.reduce_sum(end * g_end))
+        return o, tape.gradient(loss, [x, v0, theta, lam])
+
+    f_o, f_g = run(lambda: nr.spike_sequence(x, initial_state=v0, threshold=theta, leak=lam,
+                                             return_trace=True, return_state=True, **kw))
+    r_o, r_g = run(lambda: reference(x, v0, tf.stop_gradient(theta), tf.stop_gradient(lam),
+                                     **kw))
+    np.testing.assert_array_equal(f_o.numpy(), r_o.numpy())
+    assert f_g[2:] == [None, None]
+    for a, b in zip(f_g[:2], r_g[:2]):
+        assert np.abs(b.numpy()).max() > 0
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-10)

@@ -15,12 +15,13 @@ DT = tf.float64
 sd = tf.stop_gradient
 
 
-def _reset(u, thr, o, reset):
-    return {"subtract": lambda: u - thr * sd(o), "zero": lambda: u * (1.0 - sd(o)),
+def _reset(u, thr, o, reset, detach=True):
+    ro = sd(o) if detach else o
+    return {"subtract": lambda: u - thr * ro, "zero": lambda: u * (1.0 - ro),
             "none": lambda: u}[reset]()
 
 
-def ref_alif(x, state, theta, lam, rho, beta, reset, surrogate):
+def ref_alif(x, state, theta, lam, rho, beta, reset, surrogate, detach=True):
     sur = sg.get(surrogate)
     s, a = state
     outs, trace = [], []
@@ -28,14 +29,14 @@ def ref_alif(x, state, theta, lam, rho, beta, reset, surrogate):
         u = lam * s + x[:, t]
         thr = theta + beta * a
         o = sur.spike(u / thr - 1.0)
-        s = _reset(u, thr, o, reset)
+        s = _reset(u, thr, o, reset, detach)
         a = rho * a + o
         outs.append(o)
         trace.append(s)
     return tf.stack(outs, 1), tf.stack(trace, 1), (s, a)
 
 
-def ref_cuba(x, state, theta, lam, alpha, reset, surrogate):
+def ref_cuba(x, state, theta, lam, alpha, reset, surrogate, detach=True):
     sur = sg.get(surrogate)
     j, s = state
     outs, trace = [], []
@@ -43,20 +44,20 @@ def ref_cuba(x, state, theta, lam, alpha, reset, surrogate):
         j = alpha * j + x[:, t]
         u = lam * s + j
         o = sur.spike(u / theta - 1.0)
-        s = _reset(u, theta, o, reset)
+        s = _reset(u, theta, o, reset, detach)
         outs.append(o)
         trace.append(s)
     return tf.stack(outs, 1), tf.stack(trace, 1), (j, s)
 
 
-def ref_rlif(x, w, state, theta, lam, reset, surrogate):
+def ref_rlif(x, w, state, theta, lam, reset, surrogate, detach=True):
     sur = sg.get(surrogate)
     s, o = state
     outs, trace = [], []
     for t in range(x.shape[1]):
         u = lam * s + x[:, t] + tf.matmul(o, w)
         o = sur.spike(u / theta - 1.0)
-        s = _reset(u, theta, o, reset)
+        s = _reset(u, theta, o, reset, detach)
         outs.append(o)
         trace.append(s)
     return tf.stack(outs, 1), tf.stack(trace, 1), (s, o)
@@ -150,7 +151,7 @@ def test_bad_arguments_of_new_neurons():
     with pytest.raises(ValueError, match="spike age"):
         ALIF(surrogate="stdb")
     with pytest.raises(ValueError, match="reset must be one of"):
-        ALIF(reset="none")
+        ALIF(reset="hard")
     with pytest.raises(ValueError, match="either current_decay"):
         CuBaLIF(current_decay=0.5, tau_syn=3.0)
     with pytest.raises(ValueError, match=r"\[batch, time, units\]"):
@@ -182,3 +183,111 @@ def test_xla_compiled_op_matches_eager(which):
     np.testing.assert_array_equal(eager[0].numpy(), xla[0].numpy())
     for a, b in zip(eager[1:], xla[1:]):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-9)
+
+
+def _channel_vars(rng, C=5, **ranges):
+    return {k: tf.Variable(rng.uniform(lo, hi, C), dtype=DT) for k, (lo, hi) in ranges.items()}
+
+
+# (reset, surrogate, detach_reset): every reset, with and without a gradient through it
+DYNAMICS = [("subtract", "linear", True), ("zero", "atan", False), ("none", "fast_sigmoid", True),
+            ("subtract", "gaussian", False)]
+
+
+@pytest.mark.parametrize("reset,surrogate,detach", DYNAMICS)
+def test_alif_learnable_per_channel_dynamics(reset, surrogate, detach):
+    """Per-channel threshold, leak, adaptation decay and scale: gradients vs per-step autograd."""
+    rng, x, st, gs = _case(f"alif-dyn{reset}{detach}")
+    p = _channel_vars(rng, theta=(0.6, 1.0), lam=(0.8, 0.97), rho=(0.8, 0.95), beta=(0.1, 0.4))
+    _check(lambda: alif_sequence(x, threshold=p["theta"], leak=p["lam"], adapt_decay=p["rho"],
+                                 adapt_scale=p["beta"], reset=reset, surrogate=surrogate,
+                                 initial_state=st, return_trace=True, detach_reset=detach,
+                                 param_gradients=True),
+           lambda: ref_alif(x, st, p["theta"], p["lam"], p["rho"], p["beta"], reset, surrogate,
+                            detach), x, st, gs, extra_vars=list(p.values()))
+
+
+@pytest.mark.parametrize("reset,surrogate,detach", DYNAMICS)
+def test_cuba_learnable_per_channel_dynamics(reset, surrogate, detach):
+    """Per-channel threshold, leak and current decay: gradients vs per-step autograd."""
+    rng, x, st, gs = _case(f"cuba-dyn{reset}{detach}")
+    x = x * 0.5
+    p = _channel_vars(rng, theta=(0.7, 1.1), lam=(0.8, 0.97), alpha=(0.5, 0.8))
+    _check(lambda: cuba_sequence(x, threshold=p["theta"], leak=p["lam"], current_decay=p["alpha"],
+                                 reset=reset, surrogate=surrogate, initial_state=st,
+                                 return_trace=True, detach_reset=detach, param_gradients=True),
+           lambda: ref_cuba(x, st, p["theta"], p["lam"], p["alpha"], reset, surrogate, detach),
+           x, st, gs, extra_vars=list(p.values()))
+
+
+@pytest.mark.parametrize("reset,surrogate,detach", DYNAMICS)
+def test_rlif_learnable_per_channel_dynamics(reset, surrogate, detach):
+    """Per-channel threshold and leak (and the kernel): gradients vs per-step autograd."""
+    rng, x, st, gs = _case(f"rlif-dyn{reset}{detach}")
+    st = (st[0], tf.constant((rng.random((3, 5)) < 0.4).astype(float), DT))
+    w = tf.Variable(rng.normal(0.0, 0.5, (5, 5)), dtype=DT)
+    p = _channel_vars(rng, theta=(0.8, 1.2), lam=(0.8, 0.97))
+    _check(lambda: recurrent_sequence(x, w, threshold=p["theta"], leak=p["lam"], reset=reset,
+                                      surrogate=surrogate, initial_state=st, return_trace=True,
+                                      detach_reset=detach, param_gradients=True),
+           lambda: ref_rlif(x, w, st, p["theta"], p["lam"], reset, surrogate, detach),
+           x, st, gs, extra_vars=[w, *p.values()])
+
+
+def test_scalar_learnable_dynamics_and_no_param_gradients():
+    """Scalar trainable threshold / leak get summed gradients; without param_gradients none."""
+    rng, x, st, gs = _case("scalar-dyn")
+    th, lam = tf.Variable(0.9, dtype=DT), tf.Variable(0.9, dtype=DT)
+    _check(lambda: cuba_sequence(x * 0.5, threshold=th, leak=lam, current_decay=0.7,
+                                 initial_state=st, return_trace=True, param_gradients=True),
+           lambda: ref_cuba(x * 0.5, st, th, lam, 0.7, "subtract", "linear"), x, st, gs,
+           extra_vars=[th, lam])
+    with tf.GradientTape() as tape:
+        o, _, _ = alif_sequence(x, threshold=th, leak=lam)
+        loss = tf.reduce_sum(o * gs[0])
+    assert tape.gradient(loss, [th, lam]) == [None, None]
+
+
+@pytest.mark.parametrize("cls,kw", [(ALIF, dict(tau_adapt=20.0, adapt_scale=0.2)),
+                                    (CuBaLIF, dict(tau_syn=4.0)), (RLIF, {})])
+def test_layers_learn_per_channel_dynamics(cls, kw, tmp_path):
+    """learn_threshold / learn_leak / per_channel: trainable [C] weights whose gradients are
+    the op's; reset options kept; .keras round trip with the learned values."""
+    rng = np.random.default_rng(8)
+    x = tf.constant(rng.normal(0.5, 0.9, (2, 12, 4)), DT)
+    layer = cls(0.8, tau=6.0, learn_threshold=True, learn_leak=True, per_channel=True,
+                reset="zero", detach_reset=False, dtype="float64", **kw)
+    layer.build(x.shape)
+    names = sorted(v.name for v in layer.trainable_weights)
+    decays = ["adapt_decay"] if cls is ALIF else ["current_decay"] if cls is CuBaLIF else []
+    assert names == sorted(["threshold", "leak", *decays]
+                           + (["recurrent_kernel"] if cls is RLIF else []))
+    assert all(tuple(v.shape) == (4,) for v in layer.trainable_weights if v.ndim == 1)
+    layer.theta.assign(tf.constant([0.7, 0.8, 0.9, 1.0], DT))
+    g = tf.constant(rng.normal(size=(2, 12, 4)), DT)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(x) * g)
+    grads = tape.gradient(loss, layer.trainable_weights)
+    dyn = dict(threshold=layer.theta, leak=layer.decay_weights["leak"], reset="zero",
+               detach_reset=False, param_gradients=True,
+               **{d: layer.decay_weights[d] for d in decays})
+    if cls is ALIF:
+        dyn["adapt_scale"] = 0.2
+    with tf.GradientTape() as tape:
+        if cls is RLIF:
+            o = recurrent_sequence(x, layer.recurrent_kernel, **dyn)[0]
+        else:
+            o = (alif_sequence if cls is ALIF else cuba_sequence)(x, **dyn)[0]
+        loss = tf.reduce_sum(o * g)
+    ref = tape.gradient(loss, layer.trainable_weights)
+    for a, b in zip(grads, ref):
+        assert np.abs(b.numpy()).max() > 0
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-14)
+    inp = keras.Input((12, 4), dtype="float64")
+    model = keras.Model(inp, layer(inp))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
+    cfg = loaded.layers[-1].get_config()
+    assert cfg["learn_leak"] and cfg["per_channel"] and cfg["detach_reset"] is False
+    np.testing.assert_array_equal(loaded.layers[-1].theta.numpy(), [0.7, 0.8, 0.9, 1.0])

@@ -124,12 +124,15 @@ NEW_FIELDS = ("detach_reset",)  # written to configs only when not at their defa
 
 
 def _reverse_recursion(e, k):
-    """``c(t) = e(t) + k(t) * c(t+1)``, ``c(T) = 0``, over axis 0. ``k``: tensor or float."""
+    """``c(t) = e(t) + k(t) * c(t+1)``, ``c(T) = 0``, over axis 0. ``k``: float, a tensor
+    ``[T, B, ...]`` (one factor per step), or a tensor of lower rank than ``e`` (the same factor
+    at every step: a scalar, or broadcastable to a frame ``[B, ...]``, e.g. per channel)."""
     if isinstance(k, float) and k == 1.0:
         return tf.cumsum(e, axis=0, reverse=True)
     n = tf.shape(e)[0]
     e_ta = tf.TensorArray(e.dtype, size=n).unstack(e)
-    k_ta = None if isinstance(k, float) else tf.TensorArray(e.dtype, size=n).unstack(k)
+    per_step = not isinstance(k, float) and k.shape.rank == e.shape.rank
+    k_ta = tf.TensorArray(e.dtype, size=n).unstack(k) if per_step else None
     out = tf.TensorArray(e.dtype, size=n)
 
     def body(i, c, out):
@@ -322,8 +325,15 @@ def _shift_up(x):
     return tf.concat([x[1:], tf.zeros_like(x[:1])], axis=0)
 
 
-def _general_backward(g_o, g_s, u_tm, o_tm, age, i_tm, v0, theta, lam, params):
-    """``(dL/dI, dL/dS(-1), dL/dtheta, dL/dlam)`` of the general op (block comment above)."""
+def _general_backward(g_o, g_s, u_tm, o_tm, age, i_tm, v0, theta, lam, params,
+                      param_gradients=True):
+    """``(dL/dI, dL/dS(-1), dL/dtheta, dL/dlam)`` of the general op (block comment above).
+
+    ``param_gradients`` False: ``dL/dtheta`` and ``dL/dlam`` are zeros (not computed; ``i_tm``
+    is then unused and may be None).
+    With a detached (or no) reset and no zero reset the recursion factor is the constant
+    ``lam_g`` (no per-step factor tensor).
+    """
     sur = params.surrogate
     if sur.needs == "membrane":
         sigma = sur.grad(u_tm / theta - 1.0, o_tm)
@@ -334,23 +344,37 @@ def _general_backward(g_o, g_s, u_tm, o_tm, age, i_tm, v0, theta, lam, params):
     delayed = params.fire_before_integrate
     lam_g = lam if params.leak_in_grad else tf.ones_like(lam)
     q = sigma / theta
-    d = 1.0 - o_tm if params.reset == "zero" else tf.ones_like(o_tm)
-    if params.detach_reset or params.reset == "none":
-        r = tf.zeros_like(o_tm)
-    elif params.reset == "subtract":
-        r = -theta + tf.zeros_like(o_tm)
+    zero = params.reset == "zero"
+    no_r = params.detach_reset or params.reset == "none"
+    if no_r and not zero:  # m = 1 (standard) or lam_g (delayed): constant in time
+        e = g_o * q + (g_s * lam_g if delayed else g_s)
+        g_u = _reverse_recursion(e, lam_g)
+        d = r = None
     else:
-        r = -(lam * u_tm if delayed else u_tm)
-    m = (lam_g * d if delayed else d) + r * q
-    k = m if delayed else lam_g * m
-    g_u = _reverse_recursion(g_s * m + g_o * q, tf.broadcast_to(k, tf.shape(u_tm)))
+        d = 1.0 - o_tm if zero else 1.0
+        if no_r:
+            r = 0.0
+        elif params.reset == "subtract":
+            r = -theta
+        else:
+            r = -(lam * u_tm if delayed else u_tm)
+        m = (lam_g * d if delayed else d) + r * q
+        k = m if delayed else lam_g * m
+        g_u = _reverse_recursion(g_s * m + g_o * q, tf.broadcast_to(k, tf.shape(u_tm)))
     if delayed:
         g_state = g_s + _shift_up(g_u)
         g_in, g_v0 = g_state, g_u[0]
+    else:
+        g_in, g_v0 = g_u, lam_g * g_u[0]
+    g_v0 = _sum_to(g_v0[None], v0)
+    if not param_gradients:
+        return g_in, g_v0, tf.zeros_like(theta), tf.zeros_like(lam)
+    d = 1.0 if d is None else d
+    r = 0.0 if r is None else r
+    if delayed:
         g_lam_full = g_state * d * u_tm
     else:
         g_state = g_s + lam_g * _shift_up(g_u)
-        g_in, g_v0 = g_u, lam_g * g_u[0]
         s_tm = _state_trace(u_tm, o_tm, i_tm, theta, lam, params)
         s_prev = tf.concat([(v0 + tf.zeros_like(u_tm[0]))[None], s_tm[:-1]], axis=0)
         g_lam_full = g_u * s_prev
@@ -358,7 +382,7 @@ def _general_backward(g_o, g_s, u_tm, o_tm, age, i_tm, v0, theta, lam, params):
     if params.reset == "subtract":
         g_th_full = g_th_full - g_state * o_tm
     g_lam = _sum_to(g_lam_full, lam) if params.leak_in_grad else tf.zeros_like(lam)
-    return g_in, _sum_to(g_v0[None], v0), _sum_to(g_th_full, theta), g_lam
+    return g_in, g_v0, _sum_to(g_th_full, theta), g_lam
 
 
 def _general_op(x, params, initial_state, theta, lam, return_trace, param_gradients,
@@ -378,16 +402,18 @@ def _general_op(x, params, initial_state, theta, lam, return_trace, param_gradie
         trace = (tf.transpose(_state_trace(u_tm, o_tm, i_tm, theta, lam, params), perm)
                  if return_trace else tf.zeros([0], dtype))
         ng = _lee_ng_time_major(o_tm, params.leak) if params.ng_correction else tf.zeros([0], dtype)
-        return tf.transpose(o_tm, perm), trace, v_end, u_tm, o_tm, age, ng
+        return tf.transpose(o_tm, perm), trace, v_end, u_tm, age, ng  # o(t) = U(t) > theta
 
-    def backward(d_spikes, d_trace, d_end, u_tm, o_tm, age, ng, x_btn, v0, theta, lam):
+    def backward(d_spikes, d_trace, d_end, u_tm, age, ng, x_btn, v0, theta, lam):
+        o_tm = tf.cast(u_tm > theta, dtype)
         g_o = tf.transpose(d_spikes, perm)
         if params.ng_correction:
             g_o = g_o * ng
         g_s = tf.transpose(d_trace, perm) if return_trace else tf.zeros_like(g_o)
         g_s = tf.concat([g_s[:-1], g_s[-1:] + d_end[None]], axis=0)
+        i_tm = tf.transpose(x_btn, perm) if param_gradients else None
         g_in, g_v0, g_th, g_lam = _general_backward(
-            g_o, g_s, u_tm, o_tm, age, tf.transpose(x_btn, perm), v0, theta, lam, params)
+            g_o, g_s, u_tm, o_tm, age, i_tm, v0, theta, lam, params, param_gradients)
         return tf.transpose(g_in, perm), g_v0, g_th, g_lam
 
     if _auto_jit(jit_compile, x.shape[1]):
@@ -397,12 +423,12 @@ def _general_op(x, params, initial_state, theta, lam, return_trace, param_gradie
     @tf.custom_gradient
     def op(x_btn, v0, theta, lam):
         sd = tf.stop_gradient
-        spikes, trace, v_end, u_tm, o_tm, age, ng = forward(sd(x_btn), sd(v0), sd(theta), sd(lam))
+        spikes, trace, v_end, u_tm, age, ng = forward(sd(x_btn), sd(v0), sd(theta), sd(lam))
 
         def grad(d_spikes, d_trace, d_end):
             d_trace = tf.zeros_like(trace) if d_trace is None else d_trace
             d_end = tf.zeros_like(v_end) if d_end is None else d_end
-            return backward(sd(d_spikes), sd(d_trace), sd(d_end), u_tm, o_tm, age, ng,
+            return backward(sd(d_spikes), sd(d_trace), sd(d_end), u_tm, age, ng,
                             sd(x_btn), sd(v0), sd(theta), sd(lam))
 
         return (spikes, trace, v_end), grad
@@ -433,7 +459,9 @@ def spike_sequence(current, params=None, *, initial_state=None, return_trace=Fal
     Returns ``spikes``, or the tuple ``(spikes[, trace][, state])`` when ``return_trace`` or
     ``return_state``, or ``(spikes, state)`` with ``return_membrane``. Initial state, outputs
     other than the spikes, ``reset="none"``, ``detach_reset=False``, a tensor leak and
-    ``param_gradients`` use the general op (block comment above; it keeps ``U(t)``); without
+    ``param_gradients`` use the general op (block comment above; the tape keeps only ``U(t)``,
+    the spikes are recomputed from it, and the threshold / leak gradients are computed only
+    with ``param_gradients``); without
     them the op of the first release runs unchanged. ``jit_compile``: run the forward loop and
     the backward recursion as XLA-compiled functions (None: when tracing a graph whose static T
     is at least ``JIT_MIN_STEPS``; never eagerly).
