@@ -26,8 +26,7 @@ def check_out_dir(out, overwrite):
     """Refuse (``UsageError`` naming --out_dir) to write over anything but an earlier export:
     ``out`` must be a directory or absent; ``out/ann`` and ``out/snn`` must be absent, or
     SavedModels and ``overwrite`` set. Also checks that ``out`` is writable."""
-    import os
-    import tempfile
+    from tfsnn import runs
     if out.exists() and not out.is_dir():
         raise app.UsageError(f"--out_dir {out}: exists and is not a directory")
     for name in ("ann", "snn"):
@@ -41,12 +40,9 @@ def check_out_dir(out, overwrite):
             raise app.UsageError(f"--out_dir {out}: {p} already holds a SavedModel; pass "
                                  "--overwrite to replace it")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=".write-test.")
-        os.close(fd)
-        os.remove(tmp)
-    except OSError as e:
-        raise app.UsageError(f"--out_dir {out}: not writable ({e.strerror or e})")
+        runs.check_writable(out, "out_dir")
+    except runs.RunError as e:
+        raise app.UsageError(str(e))
 
 
 def main(argv):

@@ -416,20 +416,21 @@ class RunDir:
 
     # ---------------------------------------------------------------- start
     def _check_writable(self):
-        if self.path.exists() and not self.path.is_dir():
-            raise RunError(f"--run_dir {self.path}: exists and is not a directory")
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".write-test.")
-            os.close(fd)
-            os.remove(tmp)
-        except OSError as e:
-            raise RunError(f"--run_dir {self.path}: not writable ({e.strerror or e})") from None
+        check_writable(self.path, "run_dir")
 
     def holds_outputs(self):
         """Whether the directory holds products of a run (commit, model, results, history)."""
         return any(p.exists() for p in (self.pointer, self.checkpoint_dir / "last.keras",
                                         self.model, self.results, self.history))
+
+    def start(self, config, identity_keys):
+        """``check`` a run config's ``resume``/``overwrite`` against the directory; returns the
+        saved results if ``--resume`` finds the run already finished (resuming it changes
+        nothing), else None."""
+        self.check(config, identity_keys, config["resume"], config["overwrite"])
+        if config["resume"]:
+            return self.finished_results(config["epochs"])
+        return None
 
     def check(self, config, identity_keys, resume, overwrite=False):
         """The checks of ``prepare`` without touching the directory; returns the epochs done.

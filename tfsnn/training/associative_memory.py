@@ -225,8 +225,7 @@ def train(config, patterns=None, callbacks=()):
 
 
 def _train(c, run, patterns, callbacks):
-    run.check(c, IDENTITY_KEYS, c["resume"], c["overwrite"])
-    if c["resume"] and (finished := run.finished_results(c["epochs"])) is not None:
+    if (finished := run.start(c, IDENTITY_KEYS)) is not None:
         return finished  # resuming a finished run changes nothing
     patterns = load_patterns(c["data_path"]) if patterns is None else np.asarray(patterns,
                                                                                    np.float32)

@@ -142,8 +142,7 @@ def train(config, arrays=None, callbacks=()):
 
 def _train(c, run, arrays, callbacks):
     strategy = runs.get_strategy(c["strategy"])
-    run.check(c, IDENTITY_KEYS, c["resume"], c["overwrite"])
-    if c["resume"] and (finished := run.finished_results(c["epochs"])) is not None:
+    if (finished := run.start(c, IDENTITY_KEYS)) is not None:
         return finished  # resuming a finished run changes nothing
     (xtr, ytr), val, (xte, yte) = arrays or runs.check_split(c, data.split_run(c))
     drop = c["state"] == "carry"

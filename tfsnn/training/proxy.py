@@ -108,8 +108,7 @@ def train(config, arrays=None, callbacks=()):
 
 def _train(c, run, arrays, callbacks):
     strategy = runs.get_strategy(c["strategy"])
-    run.check(c, IDENTITY_KEYS, c["resume"], c["overwrite"])
-    if c["resume"] and (finished := run.finished_results(c["epochs"])) is not None:
+    if (finished := run.start(c, IDENTITY_KEYS)) is not None:
         return finished  # resuming a finished run changes nothing
     (xtr, ytr), (xte, yte) = arrays or data.load(c["dataset"])
     if c["max_train_examples"]:

@@ -174,8 +174,7 @@ def train(config, arrays=None):
 
 def _train(c, run, arrays):
     strategy = runs.get_strategy(c["strategy"])
-    run.check(c, IDENTITY_KEYS, c["resume"], c["overwrite"])
-    if c["resume"] and (finished := run.finished_results(c["epochs"])) is not None:
+    if (finished := run.start(c, IDENTITY_KEYS)) is not None:
         return finished  # resuming a finished run changes nothing
     train_, val, test = arrays or runs.check_split(c, data.split_run(c))
     run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"], EXTRAS)
