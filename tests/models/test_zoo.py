@@ -120,6 +120,27 @@ def test_quantize_model_refuses_unsupported_layer():
         assert part in msg, (part, msg)
 
 
+def test_quantize_model_bn_momentum():
+    """The twin's BatchNormalizations track at ``bn_momentum`` (0.9 by default, the ALL_INT
+    recipe's; Keras' 0.99 lags behind the ternary kernels' flips); ``None`` keeps the model's."""
+    inp = keras.Input((6, 6, 1))
+    h = keras.layers.Conv2D(4, 3, use_bias=False, name="c1")(inp)
+    h = keras.layers.BatchNormalization(momentum=0.97, name="c1_bn")(h)
+    h = keras.layers.ReLU(name="c1_relu")(h)
+    h = keras.layers.Conv2D(4, 3, use_bias=False, name="c2")(h)
+    h = keras.layers.BatchNormalization(name="c2_bn")(h)
+    h = keras.layers.ReLU(name="c2_relu")(h)
+    model = keras.Model(inp, keras.layers.Dense(2, name="out")(keras.layers.Flatten()(h)))
+
+    def momenta(twin):
+        return [l.bn.momentum for l in twin.layers if getattr(l, "bn", None) is not None]
+    assert momenta(quantize_model(model)) == pytest.approx([0.9, 0.9])
+    assert momenta(quantize_model(model, bn_momentum=0.5)) == pytest.approx([0.5, 0.5])
+    assert momenta(quantize_model(model, bn_momentum=None)) == pytest.approx([0.97, 0.99])
+    with pytest.raises(ValueError, match="bn_momentum"):
+        quantize_model(model, bn_momentum=1.5)
+
+
 FMNIST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 
 
