@@ -23,6 +23,7 @@ from tfsnn.conversion.rules import fanout
 from tfsnn.layers.neurons.integer import RampEncoder, SpikeEncoder
 from tfsnn.report import ROW_KEYS
 from tfsnn.simulation import simulate
+from tfsnn.viz.tensorboard import sample_spike_trains
 
 TINY = {"zoo_mlp": (32, 32), "zoo_vgg": (8, 8, 8), "zoo_resnet8": (8, 8, 8)}
 
@@ -42,12 +43,30 @@ def _snn_layer_of(snn, twin, act):
     return snn.get_layer(src[0])
 
 
+def rgb32(x):
+    """Real MNIST digits as 32x32x3 images (zero border of 2, channels scaled 1, 3/4, 1/2), for
+    the zoo's CIFAR-shaped input (no CIFAR-10 offline)."""
+    x = np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))
+    return np.concatenate([x, 0.75 * x, 0.5 * x], axis=-1).astype(np.float32)
+
+
 @pytest.mark.parametrize("k", [0, 1])
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_zoo_snn_exact(mnist, name, k):
+    _check_zoo_exact(*mnist, name, k)
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_zoo_snn_exact_32x32x3(mnist, name):
+    """The same exactness on 32x32x3 inputs (the zoo's CIFAR shape); k = 1 for the ResNet (the
+    signed residual sums), 0 for the others."""
     x, y = mnist
+    _check_zoo_exact(rgb32(x), y, name, 1 if name == "zoo_resnet8" else 0, (32, 32, 3))
+
+
+def _check_zoo_exact(x, y, name, k, input_shape=(28, 28, 1)):
     keras.utils.set_random_seed(0)
-    twin = zoo_model(name, k=k, widths=TINY[name])
+    twin = zoo_model(name, input_shape=input_shape, k=k, widths=TINY[name])
     twin.compile(optimizer="adam",
                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     twin.fit(x[:480], y[:480], epochs=1, batch_size=16, verbose=0)  # 30 steps: BN stats settle
@@ -81,6 +100,9 @@ def _check_simulate(snn, twin, xb, acts, layers, levels, spikes, steps):
     counts = dict(zip(res.layer_names, res.final_counts))
     for a, layer, lev in zip(acts, layers, levels):
         np.testing.assert_array_equal(counts[layer.name], lev, err_msg=a.name)
+    trains = sample_spike_trains(snn, xb[:3], steps)  # TensorBoard rasters: any SNN graph
+    for layer, s in zip(layers, spikes):
+        np.testing.assert_array_equal(trains[layer.name], s[:3].astype(np.int32), layer.name)
     graph = SnnGraph.of(snn)
     amp = res.amplitude
     for layer, s in zip(layers, spikes):

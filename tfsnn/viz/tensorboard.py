@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfsnn.accounting import activity_stats
-from tfsnn.conversion import split_snn
+from tfsnn.simulation import spike_trains
 from tfsnn.viz import plots
 
 LAYER_TAGS = ("spikes_per_image", "spikes_per_neuron", "firing_rate", "sops_per_image",
@@ -133,19 +133,13 @@ class SpikeActivity(keras.callbacks.Callback):
 # ----------------------------------------------------------------------------- simulations
 
 def sample_spike_trains(snn, images, timesteps=None):
-    """Per-step spikes of every spiking layer of a converted SNN on a few images.
+    """Per-step spikes of every spiking layer of a converted SNN (any graph ``tfsnn.convert``
+    builds) on a few images: ``tfsnn.simulation.spike_trains``.
 
-    Returns ``{layer_name: int32 [n, T, H, W, C]}`` (encoder events have amplitude 2^k; hidden
+    Returns ``{layer_name: int32 [n, T, ...]}`` (encoder events have amplitude 2^k; hidden
     spikes are -1, 0, +1). Meant for small samples (rasters, histograms).
     """
-    enc, hidden, _ = split_snn(snn)
-    t = enc.timesteps if timesteps is None else int(timesteps)
-    s = enc(tf.constant(images, tf.float32), timesteps=t)
-    out = {enc.name: tf.cast(s, tf.int32).numpy()}
-    for layer in hidden:
-        s = layer(s)
-        out[layer.name] = tf.cast(s, tf.int32).numpy()
-    return out
+    return spike_trains(snn, images, timesteps)
 
 
 def _raster_of_image0(name, train, max_neurons, t_act, caption=None):
