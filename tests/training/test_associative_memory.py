@@ -81,6 +81,11 @@ def test_tiny_training_writes_reconstructions(tmp_path):
     assert np.isfinite(r["test_loss"]) and len(r["pattern_losses"]) == 3
     assert Path(r["reconstructions_png"]).is_file()
     assert Path(r["reconstructions_png"]).read_bytes()[:4] == b"\x89PNG"
+    import json
+    rep = json.loads((tmp_path / "am" / "report.json").read_text())  # spikes / MACs / energy
+    assert (tmp_path / "am" / "report.md").is_file()
+    assert r["spikes_per_image"] == pytest.approx(rep["totals"]["spikes_per_image"])
+    assert set(r["energy_J_per_image"]) >= {"loihi", "cmos45_int32"}
     ds = am.epoch_maker(pats, {**am.resolve(cfg)}, 0, 2)(tf.constant(0, tf.int64))
     xb, yb = next(iter(ds))
     assert tuple(xb.shape) == (3, 20, 12) and tuple(yb.shape) == (3, 20, 12)

@@ -89,21 +89,38 @@ class ProxyNet(keras.Model):
             h = tf.nn.relu(fc(h))
         return self.fcs[-1](h)
 
-    def snn(self, x, bn_training=False):
-        """SNN output spike counts ``[B, classes]`` (no gradient)."""
+    def snn_record(self, x, bn_training=False):
+        """One SNN pass, recorded per synaptic layer (what ``tfsnn.activity`` counts).
+
+        Returns ``[(layer, input, spikes)]`` for conv1..3, fc1..4 in order: ``input`` is what
+        the layer receives, ``spikes`` ``[B, T, ...]`` its IF neurons' output (before pooling).
+        conv1's input is the image once, ``[B, 1, H, W, C]`` (``BN(conv1(x))`` is computed once
+        and held as a constant current); conv2's is conv1's spikes, conv3's and fc1's the
+        previous spikes after the 2x2 max pool (an OR) and, for fc1, the flatten
+        (``[B, T, n]``). The last entry's spikes are the output spikes ``[B, T, classes]``.
+        """
         x = tf.stop_gradient(tf.convert_to_tensor(x))
         th, t = self.threshold, self.timesteps
         b = tf.shape(x)[0]
         i0 = self.bns[0](self.convs[0](x), branch="snn", batch_stats=bn_training)
         s = if_spikes(repeat_in_time(i0, t), th)
+        record = [(self.convs[0], x[:, None], s)]
         for conv, bn in zip(self.convs[1:], self.bns[1:]):
             z = unfold_time(conv(fold_time(s)), b, t)
-            s = if_spikes(bn(z, branch="snn", batch_stats=bn_training, time_axis=True), th)
+            s_in, s = s, if_spikes(bn(z, branch="snn", batch_stats=bn_training, time_axis=True),
+                                   th)
+            record.append((conv, s_in, s))
             s = unfold_time(tf.nn.max_pool2d(fold_time(s), 2, 2, "VALID"), b, t)
         s = tf.reshape(s, [b, t, -1])
         for fc in self.fcs:
-            s = if_spikes(fc(s), th)
-        return tf.stop_gradient(tf.reduce_sum(s, axis=1))
+            s_in, s = s, if_spikes(fc(s), th)
+            record.append((fc, s_in, s))
+        return record
+
+    def snn(self, x, bn_training=False):
+        """SNN output spike counts ``[B, classes]`` (no gradient): the output spikes of
+        ``snn_record`` summed over time."""
+        return tf.stop_gradient(tf.reduce_sum(self.snn_record(x, bn_training)[-1][2], axis=1))
 
     def call(self, x, training=False):
         if not training:

@@ -21,7 +21,8 @@ epoch 15, the first synapse 27 % stable). The stable fraction of each synapse is
 epoch. The test loss is that of the best dev epoch (lowest ``val_loss``, as the original reports
 "best epoch 92"; the model is kept in ``checkpoint/best.keras``) and also given for the final
 model. ``reconstructions.png`` shows, for the best-dev model, the corrupted input, the output
-spikes and the target of each pattern.
+spikes and the target of each pattern. The best-dev model's spikes, MACs and energy per test
+pattern go to ``report.md`` / ``report.json`` (``tfsnn.activity.write_run_report``).
 """
 import os
 import time
@@ -31,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfsnn import runs
+from tfsnn import activity, runs
 from tfsnn.data import bundled
 from tfsnn.losses import FilteredMSE
 from tfsnn.models import iir as iir_models
@@ -257,6 +258,11 @@ def _train(c, run, patterns, callbacks):
                    **timer.summary(),
                    seconds_total=time.perf_counter() - start,
                    filter_stability=filter_stability(model))
+    # spikes, MACs (the IIR layers' input is the analog PSP) and energy per test pattern of the
+    # best-dev model (report.md / report.json)
+    results.update(activity.write_run_report(
+        run.path, best_model, test_ds.map(lambda x, y: x),
+        {"dataset": "associative_memory", "model": "associative_memory_net"}))
     if c["png"]:
         png = run.path / "reconstructions.png"
         results["pattern_losses"] = write_reconstructions(best_model, patterns, c, png)

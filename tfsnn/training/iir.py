@@ -12,14 +12,16 @@ model of the best dev epoch (highest ``val_accuracy``, as upstream reports it; k
 ``checkpoint/best.keras``) and with the final model; without a dev split, with the final model.
 ``filter_radius`` (default 0.99) keeps every synapse's poles within that radius
 (``tfsnn.layers.filters``; 0 trains the coefficients freely, as upstream); the fraction of stable
-filters of each synapse is logged per epoch (``stable_<layer>`` in ``history.csv``).
+filters of each synapse is logged per epoch (``stable_<layer>`` in ``history.csv``). The tested
+model's spikes, MACs and energy per test image go to ``report.md`` / ``report.json``
+(``tfsnn.activity.write_run_report``).
 """
 import math
 import time
 
 import keras
 
-from tfsnn import data, runs
+from tfsnn import activity, data, runs
 from tfsnn.models import iir as iir_models
 from tfsnn.layers.filters import DualExpIIR, FirstOrderLowPass
 from tfsnn.training.schedules import multistep_lr
@@ -170,13 +172,13 @@ def _train(c, run, arrays, callbacks):
     test_ds = eval_dataset(xte, yte, bs, drop, c["dataset"])
     loss, acc = model.evaluate(test_ds, verbose=0)
     best = run.best_epoch() if val is not None else None
-    chosen = {}
+    chosen, tested = {}, model
     if best is not None:
         with strategy.scope():
-            best_model = runs.load_model(run.best, "best-epoch checkpoint")
+            tested = runs.load_model(run.best, "best-epoch checkpoint")
         chosen = dict(best_epoch=best["epoch"], best_val_accuracy=best["value"],
                       test_accuracy_last=float(acc), test_loss_last=float(loss))
-        loss, acc = best_model.evaluate(test_ds, verbose=0)
+        loss, acc = tested.evaluate(test_ds, verbose=0)
     results = dict(
         test_accuracy=float(acc), test_loss=float(loss), **chosen,
         test_examples=int(len(xte) // bs * bs if drop else len(xte)),
@@ -184,6 +186,10 @@ def _train(c, run, arrays, callbacks):
         dataset=c["dataset"], encoding=c["encoding"], state=c["state"],
         **timer.summary(),
         seconds_total=time.perf_counter() - start, filter_stability=filter_stability(model))
+    # spikes, MACs (the IIR layers' input is the analog PSP) and energy per inference of the
+    # tested model on the test split (report.md / report.json)
+    results.update(activity.write_run_report(run.path, tested, test_ds, {
+        "dataset": c["dataset"], "model": c["model"], "encoding": c["encoding"]}))
     return runs.save_results(run, results)
 
 

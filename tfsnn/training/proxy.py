@@ -13,12 +13,14 @@ notebook's per-epoch test curve); ``strict_accuracy`` (ties wrong) is the headli
 "Final Result") are reported beside it.
 
 ``width`` scales every layer (128 = the paper's Fashion-MNIST network, 19.6 M parameters).
+The final model's spikes, SOPs and energy per test image go to ``report.md`` / ``report.json``
+(``tfsnn.activity.write_run_report``).
 """
 import time
 
 import keras
 
-from tfsnn import data, runs
+from tfsnn import activity, data, runs
 from tfsnn.data.preprocessing import proxy_augment, proxy_crop_pad
 from tfsnn.models.proxy import proxy_fashion_mnist
 
@@ -146,6 +148,10 @@ def _train(c, run, arrays, callbacks):
                                           "loss", "val_loss") if k in hist},
         **timer.summary(),
         seconds_total=time.perf_counter() - start)
+    # spikes, SOPs (conv1: MACs of the image) and energy per inference on the test split
+    # (report.md / report.json)
+    results.update(activity.write_run_report(run.path, model, test_ds, {
+        "dataset": c["dataset"], "model": f"proxy_w{c['width']}"}))
     return runs.save_results(run, results)
 
 
