@@ -185,8 +185,9 @@ class Report:
             lines.append(f"energy per inference, ANN on {d}: {_uj(t['ann_energy_J'][d])} µJ")
         lines.append("devices:")
         lines += [f"  {en.describe(d)}" for d in dict.fromkeys((*self.devices, *self.ann_devices))]
-        lines.append("compute only (no memory traffic, no static power); the encoder's input MACs "
-                     "are charged on a 45 nm fp32 host (4.6 pJ) on every device; neuron updates = "
+        lines.append("compute only (no memory traffic, no static power); MACs of analog inputs "
+                     "(the encoder's; every layer's in IIR nets, fed analog PSPs) are charged on a "
+                     "45 nm fp32 host (4.6 pJ) on every device; neuron updates = "
                      "neurons x steps run (time-driven); SOPs: int32 accumulates on cmos45_int32")
         return lines
 
