@@ -66,7 +66,8 @@ flags.DEFINE_integer("balance_examples", None, "hybrid: training images used for
 flags.DEFINE_integer("balance_timesteps", None, "hybrid: steps simulated for balancing "
                      "(default --timesteps; the original used 1000).")
 # iir / associative_memory
-flags.DEFINE_string("encoding", None, "iir: input encoding, copy (default) or poisson.")
+flags.DEFINE_string("encoding", None, "Input encoding: iir copy (default) or poisson; "
+                    "spike_bp/hybrid poisson (default) or direct (the analog image every step).")
 flags.DEFINE_string("state", None, "iir: filter states per batch, zero (default) or carry.")
 flags.DEFINE_float("tau_m", None, "iir/associative_memory: membrane time constant (4 / 8 steps).")
 flags.DEFINE_float("tau_s", None, "iir/associative_memory: synapse time constant (1 / 2 steps).")

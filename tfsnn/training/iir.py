@@ -25,6 +25,7 @@ from tfsnn import activity, data, runs
 from tfsnn.models import iir as iir_models
 from tfsnn.layers.filters import DualExpIIR, FirstOrderLowPass
 from tfsnn.training.schedules import multistep_lr
+from tfsnn.training import distribute
 
 DEFAULTS = dict(
     model=None, dataset="fashion_mnist", encoding="copy", timesteps=25, state="zero",
@@ -137,13 +138,13 @@ def train(config, arrays=None, callbacks=()):
     ``(uint8 images [N, 28, 28, 1], int labels [N])``.
     """
     c = resolve(config)
-    run = runs.RunDir(c["run_dir"])
+    strategy = distribute.get_strategy(c["strategy"])  # first: TF_CONFIG's cluster starts here
+    run = runs.RunDir(distribute.worker_run_dir(c["run_dir"], strategy))
     with run.lock():
-        return _train(c, run, arrays, callbacks)
+        return _train(c, run, arrays, callbacks, strategy)
 
 
-def _train(c, run, arrays, callbacks):
-    strategy = runs.get_strategy(c["strategy"])
+def _train(c, run, arrays, callbacks, strategy):
     if (finished := run.start(c, IDENTITY_KEYS)) is not None:
         return finished  # resuming a finished run changes nothing
     (xtr, ytr), val, (xte, yte) = arrays or runs.check_split(c, data.split_run(c))

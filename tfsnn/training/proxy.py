@@ -23,6 +23,7 @@ import keras
 from tfsnn import activity, data, runs
 from tfsnn.data.preprocessing import proxy_augment, proxy_crop_pad
 from tfsnn.models.proxy import proxy_fashion_mnist
+from tfsnn.training import distribute
 
 DEFAULTS = dict(
     dataset="fashion_mnist", width=128, timesteps=15, threshold=2.0, epochs=100, batch_size=100,
@@ -103,13 +104,13 @@ def train(config, arrays=None, callbacks=()):
     images ``[N, 28, 28, 1]`` and int labels.
     """
     c = resolve(config)
-    run = runs.RunDir(c["run_dir"])
+    strategy = distribute.get_strategy(c["strategy"])  # first: TF_CONFIG's cluster starts here
+    run = runs.RunDir(distribute.worker_run_dir(c["run_dir"], strategy))
     with run.lock():
-        return _train(c, run, arrays, callbacks)
+        return _train(c, run, arrays, callbacks, strategy)
 
 
-def _train(c, run, arrays, callbacks):
-    strategy = runs.get_strategy(c["strategy"])
+def _train(c, run, arrays, callbacks, strategy):
     if (finished := run.start(c, IDENTITY_KEYS)) is not None:
         return finished  # resuming a finished run changes nothing
     (xtr, ytr), (xte, yte) = arrays or data.load(c["dataset"])

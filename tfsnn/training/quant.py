@@ -13,6 +13,7 @@ from tfsnn.models import all_int as models
 from tfsnn.models import zoo
 from tfsnn.accounting import all_int_probes
 from tfsnn.viz.tensorboard import SpikeActivity
+from tfsnn.training import distribute
 
 DEFAULTS = dict(
     k=0, mode="training", use_ternary=True, dataset="fashion_mnist", full_precision=False,
@@ -113,13 +114,13 @@ def train(config, arrays=None, callbacks=()):
     if c["qat_backend"] == "tfmot":
         from tfsnn.training import tfmot  # needs TF_USE_LEGACY_KERAS=1 set before TF import
         return tfmot.train(c, arrays or data.split_run(c))
-    run = runs.RunDir(c["run_dir"])
+    strategy = distribute.get_strategy(c["strategy"])  # first: TF_CONFIG's cluster starts here
+    run = runs.RunDir(distribute.worker_run_dir(c["run_dir"], strategy))
     with run.lock():
-        return _train(c, run, arrays, callbacks)
+        return _train(c, run, arrays, callbacks, strategy)
 
 
-def _train(c, run, arrays, callbacks):
-    strategy = runs.get_strategy(c["strategy"])
+def _train(c, run, arrays, callbacks, strategy):
     if (finished := run.start(c, IDENTITY_KEYS)) is not None:
         return finished  # resuming a finished run changes nothing
     (xtr, ytr), val, (xte, yte) = arrays or runs.check_split(c, data.split_run(c))

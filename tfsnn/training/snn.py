@@ -1,7 +1,8 @@
 """Direct SNN training runs behind ``scripts/train_snn.py``: ``--method spike_bp`` (Lee et al.,
 from scratch) or ``--method hybrid`` (Rathi et al.: ANN -> threshold balancing -> STDB
 fine-tuning). Run-dir, checkpoint, resume, TensorBoard and error conventions are
-``tfsnn.runs``'s (shared with ``train_quant.py``).
+``tfsnn.runs``'s (shared with ``train_quant.py``); ``strategy="multi_worker"`` trains on the
+``TF_CONFIG`` cluster (``tfsnn.training.distribute``: one run dir per worker).
 
 ``train(config, arrays=None)``; ``config`` has the keys of ``DEFAULTS`` (the script's flags).
 Extra files in the run dir for ``hybrid``: ``ann.keras`` (the trained ANN, reused on restart)
@@ -17,10 +18,10 @@ import time
 
 import keras
 
-from tfsnn import activity, data, report, runs
+from tfsnn import activity, data, runs
 from tfsnn.models import spiking as snn_models
 from tfsnn.conversion import balancing
-from tfsnn.training import hybrid, spike_bp
+from tfsnn.training import distribute, hybrid, spike_bp
 from tfsnn.training.schedules import step_decay
 
 METHODS = ("spike_bp", "hybrid")
@@ -30,11 +31,13 @@ DEFAULTS = dict(
     max_train_examples=0, max_test_examples=0, validation_examples=5000, seed=0,
     strategy="default", tensorboard=True, verbose=1, leak=None, surrogate=None, fc_widths=None,
     ann_epochs=10, ann_learning_rate=1e-2, scaling_factor=0.7, balance_examples=512,
-    balance_timesteps=None, weight_decay=5e-4)
+    balance_timesteps=None, weight_decay=5e-4, encoding=None)
 IDENTITY_KEYS = ("method", "model", "dataset", "timesteps", "leak", "surrogate", "fc_widths",
-                 "scaling_factor", "ann_epochs", "ann_learning_rate", "balance_examples",
-                 "balance_timesteps")  # ann.keras and the conversion are reused on restart
+                 "encoding", "scaling_factor", "ann_epochs", "ann_learning_rate",
+                 "balance_examples", "balance_timesteps")  # ann.keras and the conversion are reused on restart
 EXTRAS = ("ann.keras", "conversion.json")
+# Input encodings (None: the method's Poisson encoder; "direct": the analog image every step).
+ENCODINGS = (None, "poisson", "direct")
 DEFAULT_LR = {"spike_bp": {"spike_bp_lenet": 0.0085, "spike_bp_vgg9": 0.0033,
                            "resnet11": 0.0025}, "hybrid": {}}
 
@@ -66,6 +69,8 @@ def resolve(config):
         need(c[flag] > 0, flag, "must be > 0")
     need(c["weight_decay"] >= 0, "weight_decay", "must be >= 0")
     need(c["leak"] is None or 0 < c["leak"] <= 1, "leak", "must be in (0, 1]")
+    need(c["encoding"] in ENCODINGS, "encoding",
+         f"must be one of {', '.join(e for e in ENCODINGS if e)} (unset: poisson)")
     if c["surrogate"] is not None:
         from tfsnn import surrogates
         need(c["surrogate"] in surrogates.names(), "surrogate",
@@ -98,6 +103,8 @@ def eval_ds(c, x, y, batch_size):
 # ------------------------------------------------------------------ models
 
 def _encoder(c):
+    if c["encoding"] == "direct":
+        return "direct"
     if c["method"] == "hybrid":
         return "signed_poisson"
     signed = (data.get(c["dataset"]).value_range(c["method"]) or (0.0,))[0] < 0
@@ -167,13 +174,13 @@ def train(config, arrays=None):
     replacing the dataset loader.
     """
     c = resolve(config)
-    run = runs.RunDir(c["run_dir"])
+    strategy = distribute.get_strategy(c["strategy"])  # first: TF_CONFIG's cluster starts here
+    run = runs.RunDir(distribute.worker_run_dir(c["run_dir"], strategy))
     with run.lock():
-        return _train(c, run, arrays)
+        return _train(c, run, arrays, strategy)
 
 
-def _train(c, run, arrays):
-    strategy = runs.get_strategy(c["strategy"])
+def _train(c, run, arrays, strategy):
     if (finished := run.start(c, IDENTITY_KEYS)) is not None:
         return finished  # resuming a finished run changes nothing
     train_, val, test = arrays or runs.check_split(c, data.split_run(c))
@@ -196,12 +203,8 @@ def _train(c, run, arrays):
                    timesteps=c["timesteps"], seconds_total=time.perf_counter() - start,
                    **timer.summary())
     # spikes, SOPs and energy per inference on the test split (report.md / report.json)
-    counter = activity.count_activity(model, eval_ds(c, *test, c["batch_size"]))
-    rep = counter.report({"dataset": c["dataset"], "model": c["model"]})
-    report.write_report(run.path, rep)
-    results.update(spikes_per_image=rep.totals["spikes_per_image"],
-                   sops_per_image=rep.totals["sops_per_image"],
-                   energy_J_per_image=rep.totals["energy_J"])
+    results.update(activity.write_run_report(run.path, model, eval_ds(c, *test, c["batch_size"]),
+                                             {"dataset": c["dataset"], "model": c["model"]}))
     if c["method"] == "hybrid":  # before fine-tuning, from conversion.json
         conv = json.loads((run.path / "conversion.json").read_text())
         results.update(ann_test_accuracy=conv["ann_test_accuracy"],

@@ -87,6 +87,25 @@ def test_fused_in_graph_with_xla_matches_reference(variant):
     _compare_with_reference(variant, 0.9, graph=True)
 
 
+def test_trace_does_not_read_source(monkeypatch):
+    """The op traces as plain Python: lif.py edited on disk after import (here: its lines seen
+    two lines lower, as after an edit above them) cannot change it. With AutoGraph converting
+    the op, the trace re-read the shifted source and built ``forward`` from the wrong lines (the
+    once-failed full-suite run of the XLA test above, while the file was being edited)."""
+    import linecache
+    real = linecache.getlines
+
+    def shifted(filename, *args, **kwargs):
+        lines = real(filename, *args, **kwargs)
+        return ["# edited\n", "# above\n"] + lines if filename == nr.__file__ else lines
+
+    monkeypatch.setattr(linecache, "getlines", shifted)
+    i = tf.random.stateless_normal((2, 8, 3), seed=(3, 4), dtype=DT) + 0.5
+    kw = dict(VARIANTS["rathi_stdb"], leak=0.9)
+    f = tf.function(lambda i: nr.spike_sequence(i, jit_compile=True, **kw) * 1.0)
+    np.testing.assert_array_equal(f(i).numpy(), reference_spikes(i, **kw)[0].numpy())
+
+
 def _compare_with_reference(variant, leak, graph):
     kw = dict(VARIANTS[variant], leak=leak)
     rng = np.random.default_rng(zlib.crc32(f"{variant}{leak}".encode()))  # per-case draw

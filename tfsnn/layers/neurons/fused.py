@@ -55,8 +55,7 @@ def fused_op(forward, backward, inputs, steps, jit_compile):
     """One custom-gradient op: ``forward(*inputs) -> (outputs, saved)`` (tuples of tensors),
     ``backward(output_grads, saved, inputs) -> input_grads`` (one per input)."""
     if lif._auto_jit(jit_compile, steps):
-        forward = tf.function(forward, jit_compile=True)
-        backward = tf.function(backward, jit_compile=True)
+        forward, backward = lif._xla(forward), lif._xla(backward)  # no AutoGraph (see _xla)
 
     @tf.custom_gradient
     def op(*args):

@@ -156,6 +156,7 @@ def _lee_ng_time_major(o_tm, leak):
     return tf.cast(lf > 1e-3, dtype) + math.log(leak) * lf / cnt
 
 
+@tf.autograph.experimental.do_not_convert
 def lee_ng(spikes, leak):
     """Lee's leak correction ``NG = 1[LF > 1e-3] + ln(leak) * LF / N``: ``[B, T, ...] -> [B, ...]``.
 
@@ -239,6 +240,17 @@ def _backward_recursion(g_tm, sigma, o_tm, theta, params):
     if params.fire_before_integrate:
         c = tf.concat([c[1:], tf.zeros_like(c[:1])], axis=0)
     return c
+
+
+def _xla(fn):
+    """``fn`` as an XLA-compiled ``tf.function``, traced as plain Python (``autograph=False``).
+
+    The op has no tensor-dependent Python control flow, so AutoGraph has nothing to convert;
+    converting would re-read this file's source at trace time (``inspect``), and a copy edited
+    after import (another checkout, an editor saving mid-run) then yields a function built from
+    the wrong lines (how ``test_fused_in_graph_with_xla_matches_reference`` once failed).
+    """
+    return tf.function(fn, jit_compile=True, autograph=False)
 
 
 def _auto_jit(jit_compile, steps):
@@ -417,8 +429,7 @@ def _general_op(x, params, initial_state, theta, lam, return_trace, param_gradie
         return tf.transpose(g_in, perm), g_v0, g_th, g_lam
 
     if _auto_jit(jit_compile, x.shape[1]):
-        forward = tf.function(forward, jit_compile=True)
-        backward = tf.function(backward, jit_compile=True)
+        forward, backward = _xla(forward), _xla(backward)
 
     @tf.custom_gradient
     def op(x_btn, v0, theta, lam):
@@ -437,6 +448,7 @@ def _general_op(x, params, initial_state, theta, lam, return_trace, param_gradie
     return spikes, (trace if return_trace else None), v_end
 
 
+@tf.autograph.experimental.do_not_convert  # plain Python (see _xla), even in a tf.function
 def spike_sequence(current, params=None, *, initial_state=None, return_trace=False,
                    return_state=False, return_membrane=False, param_gradients=False,
                    jit_compile=None, **param_changes):
@@ -521,8 +533,7 @@ def _legacy_op(x, params, theta, return_membrane, jit_compile):
         return tf.transpose(_backward_recursion(g_tm, sigma, o_tm, theta, params), perm)
 
     if _auto_jit(jit_compile, x.shape[1]):
-        forward = tf.function(forward, jit_compile=True)
-        backward = tf.function(backward, jit_compile=True)
+        forward, backward = _xla(forward), _xla(backward)
 
     @tf.custom_gradient
     def op(x_btn):
