@@ -1,8 +1,9 @@
 """Plain-Keras architectures for ``tfsnn.quantize_model`` -> ``tfsnn.convert`` (any input size).
 
-Built from stock Keras layers only (``Conv2D``, ``BatchNormalization``, ``ReLU``, pooling,
-``Add``, ``Dense``); ``quantized=True`` returns ``tfsnn.quantize_model`` of it (ternary hidden
-kernels, k-level activations), which ``tfsnn.convert`` turns into an exact integer SNN.
+Built from stock Keras layers only (``Conv2D``, ``BatchNormalization`` with momentum
+``BN_MOMENTUM``, ``ReLU``, pooling, ``Add``, ``Dense``); ``quantized=True`` returns
+``tfsnn.quantize_model`` of it (ternary hidden kernels, k-level activations), which
+``tfsnn.convert`` turns into an exact integer SNN.
 
 * ``zoo_mlp``: Flatten -> 1000 -> 1000 -> classes (ReLU hidden layers with BN).
 * ``zoo_vgg``: 2x(32C3-BN-ReLU) -> MaxPool2 -> 2x(64C3-BN-ReLU) -> MaxPool2 -> 128C3-BN-ReLU ->
@@ -17,11 +18,15 @@ import keras
 from tfsnn.integers import check_integer
 
 ZOO = ("zoo_mlp", "zoo_vgg", "zoo_resnet8", "zoo_resnet20")
+# BatchNormalization momentum of the full-precision zoo models: 0.9, as their quantize_model twins
+# (Keras' 0.99 let the FP VGG's moving statistics lag: 17 % / 66 % validation accuracy after 1 / 2
+# epochs while training at 82 % / 90 %)
+BN_MOMENTUM = 0.9
 
 
 def _conv_bn_relu(x, filters, name, stride=1, relu=True):
     x = keras.layers.Conv2D(filters, 3, stride, padding="same", use_bias=False, name=name)(x)
-    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x) if relu else x
 
 
@@ -30,7 +35,7 @@ def mlp(input_shape=(28, 28, 1), num_classes=10, widths=(1000, 1000)):
     x = keras.layers.Flatten(name="flatten")(x)
     for i, w in enumerate(widths, start=1):
         x = keras.layers.Dense(w, use_bias=False, name=f"fc{i}")(x)
-        x = keras.layers.BatchNormalization(name=f"fc{i}_bn")(x)
+        x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"fc{i}_bn")(x)
         x = keras.layers.ReLU(name=f"fc{i}_relu")(x)
         x = keras.layers.Dropout(0.2, name=f"drop{i}")(x)
     return keras.Model(inputs, keras.layers.Dense(num_classes, name="output")(x), name="zoo_mlp")
@@ -60,7 +65,7 @@ def resnet(input_shape=(28, 28, 1), num_classes=10, blocks_per_stage=1, name="zo
             h = _conv_bn_relu(h, f, f"{n}_conv2", relu=False)
             if stride != 1 or int(x.shape[-1]) != f:
                 x = keras.layers.Conv2D(f, 1, stride, use_bias=False, name=f"{n}_proj")(x)
-                x = keras.layers.BatchNormalization(name=f"{n}_proj_bn")(x)
+                x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{n}_proj_bn")(x)
             x = keras.layers.Add(name=f"{n}_add")([h, x])
             x = keras.layers.ReLU(name=f"{n}_relu")(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
