@@ -159,16 +159,18 @@ def _fsync(path):
 
 
 def atomic_write_text(path, text, fault=None):
-    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written).
-    ``fault``: a ``fault_point`` label between the write and the rename."""
+    """Write ``text`` (str, or bytes written as they are) to ``path`` through a temporary file
+    and a rename (never half-written; the file gets an ordinary file's mode 0644). ``fault``: a
+    ``fault_point`` label between the write and the rename. Returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 -> an ordinary file's mode
         if fault:
             fault_point(fault)
         os.replace(tmp, path)
@@ -176,6 +178,7 @@ def atomic_write_text(path, text, fault=None):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    return path
 
 
 def atomic_write_json(path, obj, fault=None):
