@@ -65,6 +65,16 @@ def _inputs(seed, B=3, T=14, C=4):
     return x, v0, theta, lam, gs
 
 
+def _outputs_and_grads(fn, x, v0, theta, lam, g_o, g_tr, g_end):
+    """``((spikes, trace, end), [dL/dx, dL/dv0, dL/dtheta, dL/dlam])`` of ``fn()`` for the loss
+    ``sum(o*g_o) + sum(trace*g_tr) + sum(end*g_end)``."""
+    with tf.GradientTape() as tape:
+        tape.watch([x, v0])
+        o, trace, end = fn()
+        loss = tf.reduce_sum(o * g_o) + tf.reduce_sum(trace * g_tr) + tf.reduce_sum(end * g_end)
+    return (o, trace, end), tape.gradient(loss, [x, v0, theta, lam])
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_general_op_matches_reference(case):
     """Spikes, trace and final state equal; gradients of input, initial state, per-channel
@@ -74,12 +84,7 @@ def test_general_op_matches_reference(case):
     learn_leak = kw.get("leak_in_grad", True)
 
     def run(fn):
-        with tf.GradientTape() as tape:
-            tape.watch([x, v0])
-            o, trace, end = fn()
-            loss = (tf.reduce_sum(o * g_o) + tf.reduce_sum(trace * g_tr)
-                    + tf.reduce_sum(end * g_end))
-        return (o, trace, end), tape.gradient(loss, [x, v0, theta, lam])
+        return _outputs_and_grads(fn, x, v0, theta, lam, g_o, g_tr, g_end)
 
     f_out, f_g = run(lambda: nr.spike_sequence(
         x, initial_state=v0, threshold=theta, leak=lam, return_trace=True, return_state=True,
@@ -182,12 +187,8 @@ def test_general_op_without_param_gradients(case):
     x, v0, theta, lam, (g_o, g_tr, g_end) = _inputs(zlib.crc32(case.encode()) + 1)
 
     def run(fn):
-        with tf.GradientTape() as tape:
-            tape.watch([x, v0])
-            o, trace, end = fn()
-            loss = (tf.reduce_sum(o * g_o) + tf.reduce_sum(trace * g_tr)
-                    + tf.reduce_sum(end * g_end))
-        return o, tape.gradient(loss, [x, v0, theta, lam])
+        out, grads = _outputs_and_grads(fn, x, v0, theta, lam, g_o, g_tr, g_end)
+        return out[0], grads
 
     f_o, f_g = run(lambda: nr.spike_sequence(x, initial_state=v0, threshold=theta, leak=lam,
                                              return_trace=True, return_state=True, **kw))
