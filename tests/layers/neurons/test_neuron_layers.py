@@ -124,6 +124,7 @@ def test_bad_layer_arguments():
 def test_exported_step_signature_reproduces_multi_step(tmp_path):
     B, T, F = 2, 10, 3
     x = _x((B, T, F), 9)
+    keras.utils.set_random_seed(0)  # unseeded Dense kernels left the output silent in some runs
 
     def net(stateful):
         inp = keras.Input((None, F), batch_size=B)

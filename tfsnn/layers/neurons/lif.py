@@ -284,20 +284,21 @@ def _reset(w, o, fired, theta, reset):
     return w
 
 
-def _general_forward_loop(i_tm, v0, theta, lam, params):
+def _general_forward_loop(i_btn, v0, theta, lam, params):
     """``(u_tm, age_tm, v_end)``: pre-spike membrane ``[T, B, ...]``, spike age (or ``[0]``),
-    final state ``[B, ...]``, from the current ``i_tm`` and the initial state ``v0``."""
-    dtype = i_tm.dtype
+    final state ``[B, ...]``, from the current ``i_btn`` ``[B, T, ...]`` (read one step at a
+    time: no transposed copy of the input) and the initial state ``v0``."""
+    dtype = i_btn.dtype
     delayed = params.fire_before_integrate
     needs_age = params.surrogate.needs == "spike_age"
-    n = tf.shape(i_tm)[0]
-    i_ta = tf.TensorArray(dtype, size=n).unstack(i_tm)
+    n = tf.shape(i_btn)[1]
     u_ta = tf.TensorArray(dtype, size=n)
     a_ta = tf.TensorArray(dtype, size=n) if needs_age else 0
-    t_last = tf.zeros_like(i_tm[0]) + tf.cast(params.t_last0, dtype)
+    i0 = tf.zeros_like(i_btn[:, 0])
+    t_last = i0 + tf.cast(params.t_last0, dtype)
 
     def body(t, v, t_last, u_ta, a_ta):
-        it = i_ta.read(t)
+        it = i_btn[:, t]
         u = v if delayed else lam * v + it
         fired = u > theta
         u_ta = u_ta.write(t, u)
@@ -308,7 +309,7 @@ def _general_forward_loop(i_tm, v0, theta, lam, params):
         v = _reset(lam * u if delayed else u, tf.cast(fired, dtype), fired, theta, params.reset)
         return t + 1, (v + it if delayed else v), t_last, u_ta, a_ta
 
-    v0 = v0 + tf.zeros_like(i_tm[0])
+    v0 = v0 + i0
     _, v_end, _, u_ta, a_ta = tf.while_loop(
         lambda t, *_: t < n, body, (tf.constant(0), v0, t_last, u_ta, a_ta),
         maximum_iterations=n)
@@ -408,9 +409,9 @@ def _general_op(x, params, initial_state, theta, lam, return_trace, param_gradie
         theta, lam = tf.stop_gradient(theta), tf.stop_gradient(lam)
 
     def forward(x_btn, v0, theta, lam):
-        i_tm = tf.transpose(x_btn, perm)
-        u_tm, age, v_end = _general_forward_loop(i_tm, v0, theta, lam, params)
+        u_tm, age, v_end = _general_forward_loop(x_btn, v0, theta, lam, params)
         o_tm = tf.cast(u_tm > theta, dtype)
+        i_tm = tf.transpose(x_btn, perm) if params.fire_before_integrate else None
         trace = (tf.transpose(_state_trace(u_tm, o_tm, i_tm, theta, lam, params), perm)
                  if return_trace else tf.zeros([0], dtype))
         ng = _lee_ng_time_major(o_tm, params.leak) if params.ng_correction else tf.zeros([0], dtype)
