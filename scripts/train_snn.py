@@ -19,12 +19,14 @@ Every option left unset takes the chosen method's default (the original code's, 
 table); an option the method does not use is an error. Outputs go to --run_dir (default
 logs/snn_<method>_..., logs/iir_..., logs/proxy_..., logs/associative_memory): flags.json,
 checkpoint/ (every epoch; iir/associative_memory also best.keras, the best dev epoch, which
-their test figures use), model.keras, history.csv, tb/, results.json, plus method extras
+their test figures use), model.keras, history.csv, learning_curve.png (scripts/plot_history.py),
+tb/, results.json, plus method extras
 (hybrid: ann.keras, conversion.json; associative_memory: reconstructions.png). Run-dir
 plumbing is tfsnn.runs (shared with train_quant.py).
 """
 from absl import app, flags
 
+import plot_history  # scripts/plot_history.py
 import run_flags  # scripts/run_flags.py
 from tfsnn import data  # the dataset registry, for --dataset / --model help
 
@@ -141,6 +143,7 @@ def main(argv):
         c = module.resolve(config)
         results = module.train(c)
         print(module.summary_line(c, results))
+        print("learning curve:", *plot_history.write_learning_curve(c["run_dir"]))
     run_flags.guarded(work)
 
 

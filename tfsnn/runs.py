@@ -305,6 +305,16 @@ def write_history(path, rows):
     atomic_write_text(path, buf.getvalue())
 
 
+def read_history(path):
+    """``{column: [per-epoch floats]}`` of a ``history.csv`` (``{}`` when there is none)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return {k: [float(r[k]) for r in rows if r[k] != ""] for k in (rows[0] if rows else {})}
+
+
 _HELD = {}  # real path of a run dir -> [lock file object, depth] held by this process
 
 

@@ -87,16 +87,6 @@ def build_model(c):
     return model
 
 
-def read_history(path):
-    """``{column: [per-epoch floats]}`` of a run's history.csv (the epoch curve)."""
-    import csv
-    if not path.is_file():
-        return {}
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    return {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {})}
-
-
 def train(config, arrays=None, callbacks=()):
     """Train per ``config``; returns the results dict also written to ``results.json``.
 
@@ -137,7 +127,7 @@ def _train(c, run, arrays, callbacks, strategy):
                      learning_rate=c["learning_rate"])
     runs.save_final_model(run, model)
     ev = model.evaluate(test_ds, verbose=0, return_dict=True)
-    hist = read_history(run.history)
+    hist = runs.read_history(run.history)
     results = dict(
         test_strict_accuracy=float(ev["strict_accuracy"]),
         test_argmax_accuracy=float(ev["argmax_accuracy"]),

@@ -15,6 +15,8 @@ so it says what it shows.
   the SNN's SOPs next to the ANN's MACs as separate, labelled bars
 * ``energy_vs_accuracy(energy, acc)``: accuracy vs energy per image over the steps, one panel
   per device, with the ANN's energy
+* ``learning_curve(history)``: per-epoch accuracies (train / validation) and losses of a run's
+  ``history.csv`` (``tfsnn.runs.read_history``), with test accuracies as lines
 """
 import io
 import os
@@ -25,6 +27,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402,F401  (MaxNLocator)
 import numpy as np  # noqa: E402
 
 DPI = 150
@@ -190,6 +193,39 @@ def accuracy_vs_timestep(accuracy, ann_accuracy=None, title="accuracy vs time st
                    label=f"SNN = ANN on every image from t = {equal_from_step}")
     ax.set_xlim(-0.5, len(acc) - 0.5)
     return _accuracy_axes(fig, ax, "time step t (0-based)", title, caption)
+
+
+def learning_curve(history, title="learning curve", size=(9.0, 3.6), *, lines=None,
+                   caption=None):
+    """Per-epoch curves of ``history`` (``{column: [per-epoch floats]}``, epochs 0-based as in
+    ``history.csv``): left every ``*accuracy`` column in %, with each of ``lines`` (``{label:
+    accuracy fraction}``, e.g. the test accuracy) as a horizontal line; right every ``*loss``
+    column. Validation columns (``val_*``) are dashed."""
+    cols = sorted(k for k in history if k != "epoch" and history[k])
+    acc = [k for k in cols if k.endswith("accuracy")]
+    loss = [k for k in cols if k.endswith("loss")]
+    if not acc and not loss:
+        raise ValueError(f"history has no accuracy or loss column (columns: {cols})")
+    fig = _figure(size)
+    for i, (keys, ylabel, scale) in enumerate(((acc, "accuracy (%)", 100.0), (loss, "loss", 1.0))):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for k in keys:
+            y = np.asarray(history[k], float) * scale
+            epochs = np.asarray(history.get("epoch", range(len(y))), float)[:len(y)] + 1
+            ax.plot(epochs, y, marker="o", ms=3, ls="--" if k.startswith("val_") else "-",
+                    label=k)
+        for j, (label, value) in enumerate((lines or {}).items() if scale != 1.0 else ()):
+            ax.axhline(100 * value, color=f"C{len(keys) + j}", ls=":",
+                       label=f"{label} {100 * value:.2f} %")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_xlabel("epoch (1-based: after epoch e)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    _title(fig, title, caption)
+    fig.tight_layout()
+    return fig
 
 
 def _ops(v):
