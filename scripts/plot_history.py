@@ -17,11 +17,15 @@ from pathlib import Path
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("run_dir", None, "Run directory holding history.csv.")
-flags.DEFINE_string("out", None, "Figure path (default <run_dir>/learning_curve.png).")
-flags.DEFINE_string("title", None, "Figure title (default: the run directory's name).")
-flags.DEFINE_list("formats", ["png"], "Figure formats: png, svg, pdf.")
-flags.mark_flag_as_required("run_dir")
+
+
+def define_flags():
+    """This script's flags (defined only when it runs: train_snn.py imports this module)."""
+    flags.DEFINE_string("run_dir", None, "Run directory holding history.csv.")
+    flags.DEFINE_string("out", None, "Figure path (default <run_dir>/learning_curve.png).")
+    flags.DEFINE_string("title", None, "Figure title (default: the run directory's name).")
+    flags.DEFINE_list("formats", ["png"], "Figure formats: png, svg, pdf.")
+    flags.mark_flag_as_required("run_dir")
 
 LINES = {"test_accuracy": "test", "test_strict_accuracy": "test (strict)",
          "converted_test_accuracy": "converted SNN before STDB, test",
@@ -59,4 +63,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

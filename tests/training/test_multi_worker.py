@@ -2,8 +2,9 @@
 train one epoch of spike_bp LeNet on real Fashion-MNIST images and end with the weights of a
 single-process run with the same global batch and seed.
 
-Exactness: direct encoding (no Poisson draws, which would differ per worker) and float64
-(``KERAS_HOME/keras.json``), so the only difference is the order of the gradient sum (each
+Exactness: float64 (``KERAS_HOME/keras.json``); with the Poisson encoder every worker draws the
+global batch's noise and uses its own rows (``tfsnn.layers.encoders``), so the trains equal the
+single process's. The only difference is then the order of the gradient sum (each
 worker sums its half batch, then the all-reduce adds the halves): a few ulp (1e-16 measured)
 per weight. The tolerance, 1e-9 of each tensor's largest weight, leaves room for that over 8
 SGD steps, while a flipped spike, a misplaced half batch or a loss scaled per replica would
@@ -21,7 +22,7 @@ import pytest
 from conftest import REPO
 
 FASHION = "/usr/share/datasets/fashion-mnist"
-ARGS = ["--method", "spike_bp", "--dataset", "fashion_mnist", "--encoding", "direct",
+ARGS = ["--method", "spike_bp", "--dataset", "fashion_mnist",
         "--timesteps", "8", "--epochs", "1", "--batch_size", "32", "--max_train_examples",
         "256", "--max_test_examples", "32", "--validation_examples", "0", "--notensorboard",
         "--seed", "3"]
@@ -44,7 +45,8 @@ def _weights(run_dir):
     return keras.models.load_model(run_dir / "model.keras").get_weights()
 
 
-def test_two_workers_equal_one_process(tmp_path):
+@pytest.mark.parametrize("encoding", ["direct", "poisson"])
+def test_two_workers_equal_one_process(tmp_path, encoding):
     pytest.importorskip("tensorflow")
     if not os.path.isdir(FASHION):
         pytest.skip(f"needs Fashion-MNIST under {FASHION}")
@@ -56,13 +58,14 @@ def test_two_workers_equal_one_process(tmp_path):
            "CUDA_VISIBLE_DEVICES": "-1"}
     cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
     script = str(REPO / "scripts" / "train_snn.py")
-    procs = [subprocess.Popen([sys.executable, script, *ARGS, "--run_dir", str(tmp_path / "one")],
+    args = [*ARGS, "--encoding", encoding]
+    procs = [subprocess.Popen([sys.executable, script, *args, "--run_dir", str(tmp_path / "one")],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True)]
     for i in range(2):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
         procs.append(subprocess.Popen(
-            [sys.executable, script, *ARGS, "--strategy", "multi_worker",
+            [sys.executable, script, *args, "--strategy", "multi_worker",
              "--run_dir", str(tmp_path / "mw")], env={**env, "TF_CONFIG": tf_config},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     try:

@@ -9,6 +9,14 @@
   ``signed=False`` treats negative inputs as rate 0.
 * ``SignedPoissonEncoder``: ``PoissonEncoder`` with ``signed=True``.
 
+Under a distribution strategy with R replicas in sync (``--strategy mirrored | multi_worker``)
+the Poisson layers draw the noise of the whole global batch ``[R, b, T, ...]`` on every replica
+(the seed generator advances alike everywhere) and replica r uses block r: replica r's local
+batch being rows ``r*b .. r*b+b-1`` of the global batch (as ``tf.distribute`` splits it), the
+trains equal a one-process run's draw for the same global batch and seed, up to how the global
+shape ``[R, b]`` vs ``[R*b]`` maps onto the generator's stream (equal for the stateless
+Philox draws Keras makes: the same number of values in the same row-major order).
+
 ``poisson_encode(x, T, ..., seed)`` is the functional form; a stateless ``seed`` (an int pair)
 gives identical trains on every call.
 
@@ -87,8 +95,15 @@ class PoissonEncoder(keras.layers.Layer):
 
     def call(self, x):
         x = tf.cast(x, self.compute_dtype)
-        u = keras.random.uniform(time_shape(x, self.timesteps), dtype=self.compute_dtype,
-                                 seed=self.seed_generator)
+        shape = time_shape(x, self.timesteps)
+        ctx = tf.distribute.get_replica_context()
+        replicas = ctx.num_replicas_in_sync if ctx is not None else 1
+        if replicas == 1:
+            u = keras.random.uniform(shape, dtype=self.compute_dtype, seed=self.seed_generator)
+        else:  # the global batch's draw, this replica's rows (module docstring)
+            u = keras.random.uniform(tf.concat([[replicas], shape], 0),
+                                     dtype=self.compute_dtype, seed=self.seed_generator)
+            u = tf.gather(u, ctx.replica_id_in_sync_group)
         return poisson_encode(x, self.timesteps, self.gain, self.signed, self.strict, uniform=u)
 
     def compute_output_shape(self, input_shape):
