@@ -46,6 +46,7 @@ after the OR max pool / flatten (events: SOPs). The output is the last layer's s
 """
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tfsnn import report as rp
 from tfsnn.geometry import conv_fanout, conv_macs
@@ -149,7 +150,10 @@ class ActivityCounter:
             if neu is not None:
                 outs.append(neu.output)
         inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-        self._probe = keras.Model(inputs, [*outs, model.output])
+        probe = keras.Model(inputs, [*outs, model.output])
+        # one traced graph for every batch: called eagerly, the neurons' XLA loops (jit_compile)
+        # were compiled again on every batch (minutes for a 10k-image test split)
+        self._probe = tf.function(lambda x: probe(x, training=False), reduce_retracing=True)
 
     def _set_plan(self, plan):
         self.plan = plan
@@ -160,7 +164,7 @@ class ActivityCounter:
         """The arrays ``add`` counts: synaptic-layer inputs and neuron-layer outputs (in
         ``plan`` order), then the model's output, for one batch ``x``."""
         if not self._record:
-            return [np.asarray(o) for o in self._probe(x, training=False)]
+            return [np.asarray(o) for o in self._probe(tf.convert_to_tensor(x))]
         record = self.model.snn_record(x)
         if self.plan is None:
             self._set_plan(_record_plan(self.model, record))
