@@ -27,6 +27,7 @@ def define_flags():
     flags.DEFINE_list("formats", ["png"], "Figure formats: png, svg, pdf.")
     flags.mark_flag_as_required("run_dir")
 
+
 LINES = {"test_accuracy": "test", "test_strict_accuracy": "test (strict)",
          "converted_test_accuracy": "converted SNN before STDB, test",
          "ann_test_accuracy": "ANN, test"}

@@ -306,13 +306,15 @@ def write_history(path, rows):
 
 
 def read_history(path):
-    """``{column: [per-epoch floats]}`` of a ``history.csv`` (``{}`` when there is none)."""
+    """``{column: [per-epoch floats]}`` of a ``history.csv`` (``{}`` when there is none); a cell
+    left empty (a metric missing that epoch) is NaN, so every column stays aligned with ``epoch``."""
     path = Path(path)
     if not path.is_file():
         return {}
     with open(path) as f:
         rows = list(csv.DictReader(f))
-    return {k: [float(r[k]) for r in rows if r[k] != ""] for k in (rows[0] if rows else {})}
+    return {k: [float(r[k]) if r[k] != "" else float("nan") for r in rows]
+            for k in (rows[0] if rows else {})}
 
 
 _HELD = {}  # real path of a run dir -> [lock file object, depth] held by this process

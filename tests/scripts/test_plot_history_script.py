@@ -22,6 +22,10 @@ def test_read_history_round_trip(tmp_path):
     h = runs.read_history(tmp_path / "history.csv")
     assert h["epoch"] == [0.0, 1.0, 2.0] and h["val_loss"] == [1.0, 0.7, 0.6]
     assert runs.read_history(tmp_path / "none.csv") == {}
+    runs.write_history(tmp_path / "gap.csv", [ROWS[0], {"epoch": 1, "loss": 0.8}])
+    gap = runs.read_history(tmp_path / "gap.csv")  # a missing cell stays in its epoch's place
+    assert gap["loss"] == [1.2, 0.8] and gap["accuracy"][0] == 0.5
+    assert np.isnan(gap["accuracy"][1])
 
 
 def test_learning_curve_draws_each_column():

@@ -207,15 +207,16 @@ def learning_curve(history, title="learning curve", size=(9.0, 3.6), *, lines=No
     if not acc and not loss:
         raise ValueError(f"history has no accuracy or loss column (columns: {cols})")
     fig = _figure(size)
-    for i, (keys, ylabel, scale) in enumerate(((acc, "accuracy (%)", 100.0), (loss, "loss", 1.0))):
+    n = len(history[(acc + loss)[0]])
+    epochs = np.asarray(history.get("epoch", range(n)), float) + 1  # after epoch e (1-based)
+    panels = ((acc, "accuracy (%)", 100.0, lines or {}), (loss, "loss", 1.0, {}))
+    for i, (keys, ylabel, scale, hlines) in enumerate(panels):
         ax = fig.add_subplot(1, 2, i + 1)
         for k in keys:
-            y = np.asarray(history[k], float) * scale
-            epochs = np.asarray(history.get("epoch", range(len(y))), float)[:len(y)] + 1
-            ax.plot(epochs, y, marker="o", ms=3, ls="--" if k.startswith("val_") else "-",
-                    label=k)
-        for j, (label, value) in enumerate((lines or {}).items() if scale != 1.0 else ()):
-            ax.axhline(100 * value, color=f"C{len(keys) + j}", ls=":",
+            ax.plot(epochs, np.asarray(history[k], float) * scale, marker="o", ms=3,
+                    ls="--" if k.startswith("val_") else "-", label=k)
+        for j, (label, value) in enumerate(hlines.items()):
+            ax.axhline(scale * value, color=f"C{len(keys) + j}", ls=":",
                        label=f"{label} {100 * value:.2f} %")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel("epoch (1-based: after epoch e)")

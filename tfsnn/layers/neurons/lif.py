@@ -411,9 +411,11 @@ def _general_op(x, params, initial_state, theta, lam, return_trace, param_gradie
     def forward(x_btn, v0, theta, lam):
         u_tm, age, v_end = _general_forward_loop(x_btn, v0, theta, lam, params)
         o_tm = tf.cast(u_tm > theta, dtype)
-        i_tm = tf.transpose(x_btn, perm) if params.fire_before_integrate else None
-        trace = (tf.transpose(_state_trace(u_tm, o_tm, i_tm, theta, lam, params), perm)
-                 if return_trace else tf.zeros([0], dtype))
+        if return_trace:  # the delayed (fire-before-integrate) state adds the current back
+            i_tm = tf.transpose(x_btn, perm) if params.fire_before_integrate else None
+            trace = tf.transpose(_state_trace(u_tm, o_tm, i_tm, theta, lam, params), perm)
+        else:
+            trace = tf.zeros([0], dtype)
         ng = _lee_ng_time_major(o_tm, params.leak) if params.ng_correction else tf.zeros([0], dtype)
         return tf.transpose(o_tm, perm), trace, v_end, u_tm, age, ng  # o(t) = U(t) > theta
 
