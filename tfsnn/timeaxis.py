@@ -71,3 +71,87 @@ def unfold_time(x, b, t=None):
 def time_shape(x, timesteps):
     """The shape ``[B, timesteps, ...]`` (int32 tensor) of a sequence of ``x`` ``[B, ...]``."""
     return tf.concat([tf.shape(x)[:1], [timesteps], tf.shape(x)[1:]], axis=0)
+
+
+class StepLayout:
+    """Where the time axis of a time loop's sequences lies, and the per-step reads and writes.
+
+    ``TIME_MAJOR`` (axis 0, ``[T, B, ...]``): writes go to a ``tf.TensorArray``; right for graph
+    and XLA loops alike, but a ``[B, T, ...]`` op pays a transpose at each boundary.
+    ``BATCH_MAJOR`` (axis 1, ``[B, T, ...]``): writes are ``tensor_scatter_nd_update``s of one
+    time column into a preallocated buffer, which XLA performs in place; so an XLA-compiled op
+    reads and writes ``[B, T, ...]`` with no transpose. Outside XLA each such write would copy
+    the buffer: use ``for_xla(jit)``. Frames (one step) are ``[B, ...]`` in both layouts.
+    """
+
+    def __init__(self, axis):
+        self.axis = axis
+
+    @staticmethod
+    def for_xla(jit):
+        """``BATCH_MAJOR`` for a loop XLA compiles (``jit`` True), else ``TIME_MAJOR``."""
+        return BATCH_MAJOR if jit else TIME_MAJOR
+
+    def steps(self, x):
+        """The number of steps of a sequence (dynamic)."""
+        return tf.shape(x)[self.axis]
+
+    def from_batch_major(self, x):
+        """``[B, T, ...]`` in this layout."""
+        return x if self.axis else to_time_major(x)
+
+    def to_batch_major(self, x):
+        """A sequence of this layout as ``[B, T, ...]``."""
+        return x if self.axis else to_time_major(x)
+
+    def reader(self, x):
+        """``t -> x``'s frame at step ``t``, for use inside a loop (a slice; time-major frames
+        are contiguous, so TensorFlow slices them without a copy)."""
+        if self.axis:
+            return lambda t: x[:, t]
+        return lambda t: x[t]
+
+    def buffer(self, frame, n):
+        """An empty sequence of ``n`` frames shaped and typed as ``frame`` (a loop variable)."""
+        if self.axis:
+            s = tf.shape(frame)
+            return tf.zeros(tf.concat([s[:1], [n], s[1:]], 0), frame.dtype)
+        return tf.TensorArray(frame.dtype, size=n)
+
+    def write(self, buf, t, frame):
+        """``buf`` with step ``t`` set to ``frame``."""
+        if self.axis:
+            b = tf.shape(frame)[0]
+            idx = tf.stack([tf.range(b), tf.fill([b], t)], axis=1)
+            return tf.tensor_scatter_nd_update(buf, idx, frame)
+        return buf.write(t, frame)
+
+    def stack(self, buf):
+        """The finished sequence of a ``buffer``."""
+        return buf if self.axis else buf.stack()
+
+    def frame(self, x, t):
+        """Step ``t`` (static int, e.g. 0 or -1) of a sequence."""
+        return x[:, t] if self.axis else x[t]
+
+    def shift_up(self, x):
+        """``x(t+1)``, 0 at the last step."""
+        if self.axis:
+            return tf.concat([x[:, 1:], tf.zeros_like(x[:, :1])], axis=1)
+        return tf.concat([x[1:], tf.zeros_like(x[:1])], axis=0)
+
+    def shift_down(self, first, x):
+        """``x(t-1)`` with ``first`` (a frame, or broadcastable to one) at ``t = 0``."""
+        head = tf.expand_dims(first + tf.zeros_like(self.frame(x, 0)), self.axis)
+        rest = x[:, :-1] if self.axis else x[:-1]
+        return tf.concat([head, rest], axis=self.axis)
+
+    def add_to_last(self, x, frame):
+        """``x`` with ``frame`` added to its last step."""
+        if self.axis:
+            return tf.concat([x[:, :-1], x[:, -1:] + frame[:, None]], axis=1)
+        return tf.concat([x[:-1], x[-1:] + frame[None]], axis=0)
+
+
+TIME_MAJOR = StepLayout(0)
+BATCH_MAJOR = StepLayout(1)

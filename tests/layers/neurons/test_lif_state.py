@@ -75,10 +75,12 @@ def _outputs_and_grads(fn, x, v0, theta, lam, g_o, g_tr, g_end):
     return (o, trace, end), tape.gradient(loss, [x, v0, theta, lam])
 
 
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "xla"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_general_op_matches_reference(case):
+def test_general_op_matches_reference(case, jit):
     """Spikes, trace and final state equal; gradients of input, initial state, per-channel
-    threshold and leak within 1e-10 of per-step autograd."""
+    threshold and leak within 1e-10 of per-step autograd. ``xla``: the op XLA-compiled inside a
+    tf.function (its batch-major layout, ``timeaxis.BATCH_MAJOR``)."""
     kw = CASES[case]
     x, v0, theta, lam, (g_o, g_tr, g_end) = _inputs(zlib.crc32(case.encode()))
     learn_leak = kw.get("leak_in_grad", True)
@@ -86,9 +88,12 @@ def test_general_op_matches_reference(case):
     def run(fn):
         return _outputs_and_grads(fn, x, v0, theta, lam, g_o, g_tr, g_end)
 
-    f_out, f_g = run(lambda: nr.spike_sequence(
-        x, initial_state=v0, threshold=theta, leak=lam, return_trace=True, return_state=True,
-        param_gradients=True, **kw))
+    def fused():
+        return run(lambda: nr.spike_sequence(
+            x, initial_state=v0, threshold=theta, leak=lam, return_trace=True,
+            return_state=True, param_gradients=True, jit_compile=jit, **kw))
+
+    f_out, f_g = tf.function(fused)() if jit else fused()
     r_out, r_g = run(lambda: reference(x, v0, theta, lam, **kw))
     np.testing.assert_array_equal(f_out[0].numpy(), r_out[0].numpy())
     assert 0.05 < f_out[0].numpy().mean() < 0.9
@@ -129,8 +134,10 @@ def test_two_calls_equal_one_call(case):
         np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-11, atol=1e-12)
 
 
-def test_general_path_equals_legacy_path():
-    """With the initial state at 0, the general op gives the legacy op's spikes and gradients."""
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "xla"])
+def test_general_path_equals_legacy_path(jit):
+    """With the initial state at 0, the general op gives the legacy op's spikes and gradients
+    (``xla``: both XLA-compiled in a tf.function, so in the batch-major layout)."""
     rng = np.random.default_rng(3)
     x = tf.constant(rng.normal(0.4, 1.0, (2, 20, 5)), DT)
     g = tf.constant(rng.normal(size=(2, 20, 5)), DT)
@@ -140,11 +147,15 @@ def test_general_path_equals_legacy_path():
                     ng_correction=True)):
         outs = []
         for extra in ({}, {"initial_state": tf.zeros((2, 5), DT)}):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                o = nr.spike_sequence(x, **kw, **extra)
-                loss = tf.reduce_sum(o * g)
-            outs.append((o.numpy(), tape.gradient(loss, x).numpy()))
+            def f():
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    o = nr.spike_sequence(x, jit_compile=jit, **kw, **extra)
+                    loss = tf.reduce_sum(o * g)
+                return o, tape.gradient(loss, x)
+
+            o, dx = tf.function(f)() if jit else f()
+            outs.append((o.numpy(), dx.numpy()))
         np.testing.assert_array_equal(outs[0][0], outs[1][0])
         np.testing.assert_allclose(outs[0][1], outs[1][1], rtol=1e-12, atol=1e-14)
 

@@ -11,6 +11,7 @@ import tensorflow as tf
 from tfsnn import surrogates as sg
 from tfsnn.layers.neurons import lif
 from tfsnn.layers.neurons.base import NeuronLayer, decay_factor, exact_constant
+from tfsnn.timeaxis import TIME_MAJOR
 
 
 def surrogate_sigma(surrogate, z, o):
@@ -99,7 +100,7 @@ def apply_reset(reset, u, thr, o, fired):
 
 def shift_down(first, x):
     """``x(t-1)`` over axis 0 with ``first`` (``[B, ...]``) at ``t = 0``."""
-    return tf.concat([(first + tf.zeros_like(x[0]))[None], x[:-1]], axis=0)
+    return TIME_MAJOR.shift_down(first, x)
 
 
 def reset_of(reset, allowed=("subtract", "zero", "none")):

@@ -43,6 +43,7 @@ import tensorflow as tf
 
 from tfsnn import surrogates as sg
 from tfsnn.layers.neurons.base import NeuronLayer, exact_constant
+from tfsnn.timeaxis import TIME_MAJOR, StepLayout
 
 RESETS = ("subtract", "zero", "none")
 # jit_compile=None: XLA-compile the loops when tracing a graph with at least this many steps
@@ -123,35 +124,50 @@ PARAM_NAMES = tuple(f.name for f in dataclasses.fields(NeuronParams))
 NEW_FIELDS = ("detach_reset",)  # written to configs only when not at their default
 
 
-def _reverse_recursion(e, k):
-    """``c(t) = e(t) + k(t) * c(t+1)``, ``c(T) = 0``, over axis 0. ``k``: float, a tensor
-    ``[T, B, ...]`` (one factor per step), or a tensor of lower rank than ``e`` (the same factor
-    at every step: a scalar, or broadcastable to a frame ``[B, ...]``, e.g. per channel)."""
-    if isinstance(k, float) and k == 1.0:
-        return tf.cumsum(e, axis=0, reverse=True)
-    n = tf.shape(e)[0]
-    e_ta = tf.TensorArray(e.dtype, size=n).unstack(e)
-    per_step = not isinstance(k, float) and k.shape.rank == e.shape.rank
-    k_ta = tf.TensorArray(e.dtype, size=n).unstack(k) if per_step else None
-    out = tf.TensorArray(e.dtype, size=n)
+def _reverse_scan(step, like, layout=TIME_MAJOR):
+    """``(c(0), out)``: the reverse recursion ``c(t), out(t) = step(t, c(t+1))`` from
+    ``t = T-1`` down to 0 with ``c(T) = 0``; ``out`` is a sequence in ``layout``, ``c`` a frame.
+    ``like``: a sequence with the frames' shape and T. ``step`` computes its terms from
+    per-step reads (``layout.reader``), so no ``[T, B, ...]`` intermediate is stored."""
+    n = layout.steps(like)
+    c0 = tf.zeros_like(layout.frame(like, 0))
 
     def body(i, c, out):
         t = n - 1 - i
-        kt = k if k_ta is None else k_ta.read(t)
-        c = e_ta.read(t) + kt * c
-        return i + 1, c, out.write(t, c)
+        c, o = step(t, c)
+        return i + 1, c, layout.write(out, t, o)
 
-    _, _, out = tf.while_loop(lambda i, c, o: i < n, body,
-                              (tf.constant(0), tf.zeros_like(e[0]), out))
-    return out.stack()
+    _, c, out = tf.while_loop(lambda i, c, o: i < n, body,
+                              (tf.constant(0), c0, layout.buffer(c0, n)),
+                              maximum_iterations=n)
+    return c, layout.stack(out)
 
 
-def _lee_ng_time_major(o_tm, leak):
-    n = tf.shape(o_tm)[0]
-    dtype = o_tm.dtype
+def _reverse_recursion(e, k, layout=TIME_MAJOR):
+    """``c(t) = e(t) + k(t) * c(t+1)``, ``c(T) = 0``, over the time axis of ``layout``. ``k``:
+    float, a tensor shaped as ``e`` (one factor per step), or a tensor of lower rank than ``e``
+    (the same factor at every step: a scalar, or broadcastable to a frame ``[B, ...]``, e.g. per
+    channel)."""
+    if isinstance(k, float) and k == 1.0 and not layout.axis:
+        return tf.cumsum(e, axis=0, reverse=True)  # (XLA's cumsum is quadratic in T)
+    e_at = layout.reader(e)
+    k_at = (layout.reader(k) if not isinstance(k, float) and k.shape.rank == e.shape.rank
+            else lambda t: k)
+
+    def step(t, c):
+        c = e_at(t) + k_at(t) * c
+        return c, c
+
+    return _reverse_scan(step, e, layout)[1]
+
+
+def _lee_ng(o, leak, axis=0):
+    """``NG`` (``lee_ng``) of spikes ``o`` whose time axis is ``axis``; a frame ``[B, ...]``."""
+    n = tf.shape(o)[axis]
+    dtype = o.dtype
     w = tf.pow(tf.constant(float(leak), dtype), tf.cast(n - 1 - tf.range(n), dtype))
-    lf = tf.tensordot(w, o_tm, axes=[[0], [0]])
-    cnt = tf.reduce_sum(o_tm, axis=0)
+    lf = tf.tensordot(w, o, axes=[[0], [axis]])
+    cnt = tf.reduce_sum(o, axis=axis)
     cnt = tf.where(cnt < 1e-3, tf.ones_like(cnt), cnt)
     return tf.cast(lf > 1e-3, dtype) + math.log(leak) * lf / cnt
 
@@ -163,61 +179,61 @@ def lee_ng(spikes, leak):
     ``LF = sum_t leak^(T-1-t) o(t)`` (leaky spike trace at the last step), ``N`` = spike count
     (1 where < 1e-3). 0 for silent neurons; in ``[1 + ln leak, 1 + ln(leak) leak^(T-1)]`` else.
     """
-    o = tf.convert_to_tensor(spikes)
-    perm = [1, 0] + list(range(2, o.shape.rank))
-    return _lee_ng_time_major(tf.transpose(o, perm), float(leak))
+    return _lee_ng(tf.convert_to_tensor(spikes), float(leak), axis=1)
 
 
-def _forward_loop(i_tm, theta, params):
-    """The neuron recursion over time as one ``tf.while_loop`` (time-major).
+def _forward_loop(i_seq, theta, params, layout=TIME_MAJOR):
+    """The neuron recursion over time as one ``tf.while_loop``.
 
-    ``i_tm``: input current ``[T, B, ...]``; ``theta``: scalar threshold in ``i_tm``'s dtype.
-    Returns ``(o_tm, saved, v_end)``: spikes ``[T, B, ...]``; what ``params.surrogate.needs``
-    asks the backward pass to keep, ``[T, B, ...]`` (``"membrane"``: the pre-spike membrane
-    ``U(t)``, from which the spikes are recomputed; ``"spike_age"``: ``t - t_last``) or ``[0]``
-    (``"spike"``: the spikes suffice); the final state ``R(T-1)`` / ``V(T-1)`` ``[B, ...]``.
+    ``i_seq``: input current, ``[T, B, ...]`` or ``[B, T, ...]`` per ``layout`` (as are the
+    sequences returned); ``theta``: scalar threshold in ``i_seq``'s dtype.
+    Returns ``(o, saved, v_end)``: spikes; what ``params.surrogate.needs`` asks the backward
+    pass to keep (``"membrane"``: the pre-spike membrane ``U(t)``, from which the spikes are
+    recomputed; ``"spike_age"``: ``t - t_last``) or ``[0]`` (``"spike"``: the spikes suffice);
+    the final state ``R(T-1)`` / ``V(T-1)`` ``[B, ...]``.
     """
-    dtype = i_tm.dtype
+    dtype = i_seq.dtype
     lam = params.leak
     delayed = params.fire_before_integrate
     zero_reset = params.reset == "zero"
     needs = params.surrogate.needs
-    n = tf.shape(i_tm)[0]
-    i_ta = tf.TensorArray(dtype, size=n).unstack(i_tm)
+    n = layout.steps(i_seq)
+    i_at = layout.reader(i_seq)
+    zeros = tf.zeros_like(layout.frame(i_seq, 0))
     # "membrane": the spikes are recomputed from the saved membrane (one write per step)
-    o_ta = tf.TensorArray(dtype, size=n) if needs != "membrane" else 0
-    a_ta = tf.TensorArray(dtype, size=n) if needs != "spike" else None
-    zeros = tf.zeros_like(i_tm[0])
+    o_ta = layout.buffer(zeros, n) if needs != "membrane" else 0
+    a_ta = layout.buffer(zeros, n) if needs != "spike" else None
     t_last = zeros + tf.cast(params.t_last0, dtype)
 
     def body(t, v, t_last, o_ta, a_ta):
-        it = i_ta.read(t)
+        it = i_at(t)
         u = v if delayed else (v if lam == 1.0 else lam * v) + it
         fired = u > theta
         o = tf.cast(fired, dtype)
         if needs == "membrane":
-            a_ta = a_ta.write(t, u)
+            a_ta = layout.write(a_ta, t, u)
         elif needs == "spike_age":
             tf_ = tf.cast(t, dtype)
-            a_ta = a_ta.write(t, tf_ - t_last)
+            a_ta = layout.write(a_ta, t, tf_ - t_last)
             t_last = tf.where(fired, tf_, t_last)
         if delayed:
             lu = u if lam == 1.0 else lam * u
             v = (tf.where(fired, zeros, lu) if zero_reset else lu - theta * o) + it
         else:
             v = tf.where(fired, zeros, u) if zero_reset else u - theta * o
-        return t + 1, v, t_last, o_ta.write(t, o) if needs != "membrane" else o_ta, a_ta
+        return t + 1, v, t_last, layout.write(o_ta, t, o) if needs != "membrane" else o_ta, a_ta
 
     loop_vars = (tf.constant(0), zeros, t_last, o_ta, a_ta if a_ta is not None else 0)
     _, v_end, _, o_ta, a_ta = tf.while_loop(
         lambda t, *_: t < n, body, loop_vars, maximum_iterations=n)
-    saved = a_ta.stack() if needs != "spike" else tf.zeros([0], dtype)
-    o_tm = tf.cast(saved > theta, dtype) if needs == "membrane" else o_ta.stack()
-    return o_tm, saved, v_end
+    saved = layout.stack(a_ta) if needs != "spike" else tf.zeros([0], dtype)
+    o = tf.cast(saved > theta, dtype) if needs == "membrane" else layout.stack(o_ta)
+    return o, saved, v_end
 
 
 def _surrogate_step(surrogate, saved, o_tm, theta):
-    """``sigma(t) = do/dz`` ``[T, B, ...]`` from ``saved``, what ``surrogate.needs`` had kept."""
+    """``sigma(t) = do/dz`` from ``saved``, what ``surrogate.needs`` had kept (the membrane
+    ``U`` or the spike age), and the spikes; sequences or one frame alike."""
     needs = surrogate.needs
     if needs == "membrane":
         return surrogate.grad(saved / theta - 1.0, o_tm)
@@ -226,20 +242,18 @@ def _surrogate_step(surrogate, saved, o_tm, theta):
     return surrogate.grad(o_tm - 0.5, o_tm)  # "spike"; z: a stand-in with the spike's sign
 
 
-def _backward_recursion(g_tm, sigma, o_tm, theta, params):
-    """``dL/dI`` ``[T, B, ...]`` from ``g_tm`` (``dL/do``, times NG if on) and ``sigma``.
+def _backward_recursion(g, sigma, o, theta, params, layout=TIME_MAJOR):
+    """``dL/dI`` from ``g`` (``dL/do``, times NG if on) and ``sigma``.
 
     ``c(t) = g(t) * sigma(t) / theta + k(t) * c(t+1)``, ``k(t) = lam_g * (1 or 1 - o(t))``
-    (module docstring); all tensors ``[T, B, ...]``. With the one-step delay
+    (module docstring); all sequences in ``layout``. With the one-step delay
     ``dL/dI(t) = c(t+1)``, ``dL/dI(T-1) = 0``.
     """
-    e = g_tm * sigma / theta
+    e = g * sigma / theta  # one vectorised pass (multi-threaded; a loop body is not)
     lam_g = params.leak_grad
-    k = (lam_g * (1.0 - o_tm)) if params.reset == "zero" else lam_g
-    c = _reverse_recursion(e, k)
-    if params.fire_before_integrate:
-        c = tf.concat([c[1:], tf.zeros_like(c[:1])], axis=0)
-    return c
+    k = (lam_g * (1.0 - o)) if params.reset == "zero" else lam_g
+    c = _reverse_recursion(e, k, layout)
+    return layout.shift_up(c) if params.fire_before_integrate else c
 
 
 def _xla(fn):
@@ -284,27 +298,27 @@ def _reset(w, o, fired, theta, reset):
     return w
 
 
-def _general_forward_loop(i_btn, v0, theta, lam, params):
-    """``(u_tm, age_tm, v_end)``: pre-spike membrane ``[T, B, ...]``, spike age (or ``[0]``),
-    final state ``[B, ...]``, from the current ``i_btn`` ``[B, T, ...]`` (read one step at a
-    time: no transposed copy of the input) and the initial state ``v0``."""
+def _general_forward_loop(i_btn, v0, theta, lam, params, layout=TIME_MAJOR):
+    """``(u, age, v_end)``: pre-spike membrane and spike age (or ``[0]``), sequences in
+    ``layout``, and the final state ``[B, ...]``, from the current ``i_btn`` ``[B, T, ...]``
+    (read one step at a time: no transposed copy of the input) and the initial state ``v0``."""
     dtype = i_btn.dtype
     delayed = params.fire_before_integrate
     needs_age = params.surrogate.needs == "spike_age"
     n = tf.shape(i_btn)[1]
-    u_ta = tf.TensorArray(dtype, size=n)
-    a_ta = tf.TensorArray(dtype, size=n) if needs_age else 0
     i0 = tf.zeros_like(i_btn[:, 0])
+    u_ta = layout.buffer(i0, n)
+    a_ta = layout.buffer(i0, n) if needs_age else 0
     t_last = i0 + tf.cast(params.t_last0, dtype)
 
     def body(t, v, t_last, u_ta, a_ta):
         it = i_btn[:, t]
         u = v if delayed else lam * v + it
         fired = u > theta
-        u_ta = u_ta.write(t, u)
+        u_ta = layout.write(u_ta, t, u)
         if needs_age:
             tf_ = tf.cast(t, dtype)
-            a_ta = a_ta.write(t, tf_ - t_last)
+            a_ta = layout.write(a_ta, t, tf_ - t_last)
             t_last = tf.where(fired, tf_, t_last)
         v = _reset(lam * u if delayed else u, tf.cast(fired, dtype), fired, theta, params.reset)
         return t + 1, (v + it if delayed else v), t_last, u_ta, a_ta
@@ -313,14 +327,14 @@ def _general_forward_loop(i_btn, v0, theta, lam, params):
     _, v_end, _, u_ta, a_ta = tf.while_loop(
         lambda t, *_: t < n, body, (tf.constant(0), v0, t_last, u_ta, a_ta),
         maximum_iterations=n)
-    return u_ta.stack(), (a_ta.stack() if needs_age else tf.zeros([0], dtype)), v_end
+    return layout.stack(u_ta), (layout.stack(a_ta) if needs_age else tf.zeros([0], dtype)), v_end
 
 
-def _state_trace(u_tm, o_tm, i_tm, theta, lam, params):
-    """The state ``S(t)`` ``[T, B, ...]`` (post-reset membrane) from the forward record."""
+def _state_trace(u, o, i, theta, lam, params):
+    """The state ``S(t)`` (post-reset membrane) from the forward record (any one layout)."""
     delayed = params.fire_before_integrate
-    s = _reset(lam * u_tm if delayed else u_tm, o_tm, o_tm > 0, theta, params.reset)
-    return s + i_tm if delayed else s
+    s = _reset(lam * u if delayed else u, o, o > 0, theta, params.reset)
+    return s + i if delayed else s
 
 
 def _sum_to(g, ref):
@@ -335,25 +349,22 @@ def _sum_to(g, ref):
 
 def _shift_up(x):
     """``x(t+1)`` over axis 0, 0 at the last step."""
-    return tf.concat([x[1:], tf.zeros_like(x[:1])], axis=0)
+    return TIME_MAJOR.shift_up(x)
 
 
 def _general_backward(g_o, g_s, u_tm, o_tm, age, i_tm, v0, theta, lam, params,
-                      param_gradients=True):
-    """``(dL/dI, dL/dS(-1), dL/dtheta, dL/dlam)`` of the general op (block comment above).
+                      param_gradients=True, layout=TIME_MAJOR):
+    """``(dL/dI, dL/dS(-1), dL/dtheta, dL/dlam)`` of the general op (block comment above); the
+    sequences (``*_tm``, ``g_o``, ``g_s``, ``age``, ``dL/dI``) are in ``layout``.
 
     ``param_gradients`` False: ``dL/dtheta`` and ``dL/dlam`` are zeros (not computed; ``i_tm``
     is then unused and may be None).
     With a detached (or no) reset and no zero reset the recursion factor is the constant
-    ``lam_g`` (no per-step factor tensor).
+    ``lam_g`` (no per-step factor tensor). The recursion's terms are computed in vectorised
+    passes before the loop (a loop body runs on one thread).
     """
     sur = params.surrogate
-    if sur.needs == "membrane":
-        sigma = sur.grad(u_tm / theta - 1.0, o_tm)
-    elif sur.needs == "spike_age":
-        sigma = sur.grad(tf.zeros_like(u_tm), o_tm, age)
-    else:
-        sigma = sur.grad(o_tm - 0.5, o_tm)
+    sigma = _surrogate_step(sur, u_tm if sur.needs == "membrane" else age, o_tm, theta)
     delayed = params.fire_before_integrate
     lam_g = lam if params.leak_in_grad else tf.ones_like(lam)
     q = sigma / theta
@@ -361,7 +372,7 @@ def _general_backward(g_o, g_s, u_tm, o_tm, age, i_tm, v0, theta, lam, params,
     no_r = params.detach_reset or params.reset == "none"
     if no_r and not zero:  # m = 1 (standard) or lam_g (delayed): constant in time
         e = g_o * q + (g_s * lam_g if delayed else g_s)
-        g_u = _reverse_recursion(e, lam_g)
+        g_u = _reverse_recursion(e, lam_g, layout)
         d = r = None
     else:
         d = 1.0 - o_tm if zero else 1.0
@@ -373,12 +384,12 @@ def _general_backward(g_o, g_s, u_tm, o_tm, age, i_tm, v0, theta, lam, params,
             r = -(lam * u_tm if delayed else u_tm)
         m = (lam_g * d if delayed else d) + r * q
         k = m if delayed else lam_g * m
-        g_u = _reverse_recursion(g_s * m + g_o * q, tf.broadcast_to(k, tf.shape(u_tm)))
+        g_u = _reverse_recursion(g_s * m + g_o * q, tf.broadcast_to(k, tf.shape(u_tm)), layout)
     if delayed:
-        g_state = g_s + _shift_up(g_u)
-        g_in, g_v0 = g_state, g_u[0]
+        g_state = g_s + layout.shift_up(g_u)
+        g_in, g_v0 = g_state, layout.frame(g_u, 0)
     else:
-        g_in, g_v0 = g_u, lam_g * g_u[0]
+        g_in, g_v0 = g_u, lam_g * layout.frame(g_u, 0)
     g_v0 = _sum_to(g_v0[None], v0)
     if not param_gradients:
         return g_in, g_v0, tf.zeros_like(theta), tf.zeros_like(lam)
@@ -387,9 +398,8 @@ def _general_backward(g_o, g_s, u_tm, o_tm, age, i_tm, v0, theta, lam, params,
     if delayed:
         g_lam_full = g_state * d * u_tm
     else:
-        g_state = g_s + lam_g * _shift_up(g_u)
-        s_tm = _state_trace(u_tm, o_tm, i_tm, theta, lam, params)
-        s_prev = tf.concat([(v0 + tf.zeros_like(u_tm[0]))[None], s_tm[:-1]], axis=0)
+        g_state = g_s + lam_g * layout.shift_up(g_u)
+        s_prev = layout.shift_down(v0, _state_trace(u_tm, o_tm, i_tm, theta, lam, params))
         g_lam_full = g_u * s_prev
     g_th_full = (g_o + g_state * r) * (-sigma * u_tm / tf.square(theta))
     if params.reset == "subtract":
@@ -400,38 +410,42 @@ def _general_backward(g_o, g_s, u_tm, o_tm, age, i_tm, v0, theta, lam, params,
 
 def _general_op(x, params, initial_state, theta, lam, return_trace, param_gradients,
                 jit_compile):
-    """The general op on ``[B, T, ...]``: ``(spikes, trace or None, final state)``."""
+    """The general op on ``[B, T, ...]``: ``(spikes, trace or None, final state)``.
+
+    Inside, the sequences are time-major, or batch-major when XLA compiles the op
+    (``StepLayout.for_xla``: then nothing is transposed)."""
     dtype = x.dtype
-    perm = [1, 0] + list(range(2, x.shape.rank))
     v0 = (tf.zeros([], dtype) if initial_state is None
           else tf.cast(tf.convert_to_tensor(initial_state), dtype))
     if not param_gradients:
         theta, lam = tf.stop_gradient(theta), tf.stop_gradient(lam)
+    jit = _auto_jit(jit_compile, x.shape[1])
+    lay = StepLayout.for_xla(jit)
 
     def forward(x_btn, v0, theta, lam):
-        u_tm, age, v_end = _general_forward_loop(x_btn, v0, theta, lam, params)
-        o_tm = tf.cast(u_tm > theta, dtype)
+        u, age, v_end = _general_forward_loop(x_btn, v0, theta, lam, params, lay)
+        o = tf.cast(u > theta, dtype)
         if return_trace:  # the delayed (fire-before-integrate) state adds the current back
-            i_tm = tf.transpose(x_btn, perm) if params.fire_before_integrate else None
-            trace = tf.transpose(_state_trace(u_tm, o_tm, i_tm, theta, lam, params), perm)
+            i = lay.from_batch_major(x_btn) if params.fire_before_integrate else None
+            trace = lay.to_batch_major(_state_trace(u, o, i, theta, lam, params))
         else:
             trace = tf.zeros([0], dtype)
-        ng = _lee_ng_time_major(o_tm, params.leak) if params.ng_correction else tf.zeros([0], dtype)
-        return tf.transpose(o_tm, perm), trace, v_end, u_tm, age, ng  # o(t) = U(t) > theta
+        ng = _lee_ng(o, params.leak, lay.axis) if params.ng_correction else tf.zeros([0], dtype)
+        return lay.to_batch_major(o), trace, v_end, u, age, ng  # o(t) = U(t) > theta
 
-    def backward(d_spikes, d_trace, d_end, u_tm, age, ng, x_btn, v0, theta, lam):
-        o_tm = tf.cast(u_tm > theta, dtype)
-        g_o = tf.transpose(d_spikes, perm)
+    def backward(d_spikes, d_trace, d_end, u, age, ng, x_btn, v0, theta, lam):
+        o = tf.cast(u > theta, dtype)
+        g_o = lay.from_batch_major(d_spikes)
         if params.ng_correction:
-            g_o = g_o * ng
-        g_s = tf.transpose(d_trace, perm) if return_trace else tf.zeros_like(g_o)
-        g_s = tf.concat([g_s[:-1], g_s[-1:] + d_end[None]], axis=0)
-        i_tm = tf.transpose(x_btn, perm) if param_gradients else None
+            g_o = g_o * tf.expand_dims(ng, lay.axis)
+        g_s = lay.from_batch_major(d_trace) if return_trace else tf.zeros_like(g_o)
+        g_s = lay.add_to_last(g_s, d_end)
+        i = lay.from_batch_major(x_btn) if param_gradients else None
         g_in, g_v0, g_th, g_lam = _general_backward(
-            g_o, g_s, u_tm, o_tm, age, i_tm, v0, theta, lam, params, param_gradients)
-        return tf.transpose(g_in, perm), g_v0, g_th, g_lam
+            g_o, g_s, u, o, age, i, v0, theta, lam, params, param_gradients, lay)
+        return lay.to_batch_major(g_in), g_v0, g_th, g_lam
 
-    if _auto_jit(jit_compile, x.shape[1]):
+    if jit:
         forward, backward = _xla(forward), _xla(backward)
 
     @tf.custom_gradient
@@ -520,22 +534,22 @@ def _legacy_op(x, params, theta, return_membrane, jit_compile):
     """The op of the first release (no state in or out with gradient, scalar constants)."""
     dtype = x.dtype
     theta = tf.stop_gradient(theta)
-    perm = [1, 0] + list(range(2, x.shape.rank))  # [B, T, ...] <-> [T, B, ...]
+    jit = _auto_jit(jit_compile, x.shape[1])
+    lay = StepLayout.for_xla(jit)  # batch-major inside XLA: no transposes
 
     def forward(x_btn, theta):
-        o_tm, saved, v_end = _forward_loop(tf.transpose(x_btn, perm), theta, params)
-        ng = (_lee_ng_time_major(o_tm, params.leak) if params.ng_correction
-              else tf.zeros([0], dtype))
-        return tf.transpose(o_tm, perm), o_tm, saved, ng, v_end
+        o, saved, v_end = _forward_loop(lay.from_batch_major(x_btn), theta, params, lay)
+        ng = _lee_ng(o, params.leak, lay.axis) if params.ng_correction else tf.zeros([0], dtype)
+        return lay.to_batch_major(o), o, saved, ng, v_end
 
-    def backward(d_spikes, o_tm, saved, ng, theta):
-        g_tm = tf.transpose(d_spikes, perm)
+    def backward(d_spikes, o, saved, ng, theta):
+        g = lay.from_batch_major(d_spikes)
         if params.ng_correction:  # Lee's gain on dL/do (ops in this order: bit-identical grads)
-            g_tm = g_tm * ng
-        sigma = _surrogate_step(params.surrogate, saved, o_tm, theta)
-        return tf.transpose(_backward_recursion(g_tm, sigma, o_tm, theta, params), perm)
+            g = g * tf.expand_dims(ng, lay.axis)
+        sigma = _surrogate_step(params.surrogate, saved, o, theta)
+        return lay.to_batch_major(_backward_recursion(g, sigma, o, theta, params, lay))
 
-    if _auto_jit(jit_compile, x.shape[1]):
+    if jit:
         forward, backward = _xla(forward), _xla(backward)
 
     @tf.custom_gradient
