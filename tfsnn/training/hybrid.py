@@ -9,6 +9,7 @@ leak stay fixed.
 """
 import keras
 
+from tfsnn.layers.neurons.lif import use_xla_loops
 from tfsnn.models import spiking as snn_models
 
 
@@ -22,10 +23,14 @@ def add_coupled_weight_decay(model, weight_decay):
 
 
 def compile_for_fine_tuning(snn, learning_rate=1e-4, weight_decay=5e-4, amsgrad=True,
-                            optimizer=None, jit_compile=False):
+                            optimizer=None, jit_compile=False, jit_neurons=True):
     """Compile ``snn`` for STDB fine-tuning: Adam(amsgrad), coupled L2, sparse CE on the
-    accumulated output (``from_logits``), accuracy. ``learning_rate`` may be a schedule."""
+    accumulated output (``from_logits``), accuracy. ``learning_rate`` may be a schedule.
+    ``jit_neurons``: XLA for the neurons' time loops at any T (``lif.use_xla_loops``);
+    ``jit_compile``: XLA for the whole train step."""
     add_coupled_weight_decay(snn, weight_decay)
+    if jit_neurons:
+        use_xla_loops(snn)
     opt = optimizer or keras.optimizers.Adam(learning_rate, amsgrad=amsgrad)
     snn.compile(optimizer=opt,
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

@@ -10,7 +10,7 @@ original's loss and optimiser:
 """
 import keras
 
-from tfsnn.layers.neurons.lif import LIF
+from tfsnn.layers.neurons.lif import use_xla_loops
 from tfsnn.losses import SumSquaredError
 
 
@@ -25,9 +25,7 @@ def compile_spike_bp(snn, learning_rate=0.0033, weight_decay=5e-4, momentum=0.0,
     (``bench/train_throughput.py``). ``jit_compile``: XLA for the whole train step (slower).
     """
     if jit_neurons:
-        for layer in snn.layers:
-            if isinstance(layer, LIF) and layer.jit_compile is None:
-                layer.jit_compile = True
+        use_xla_loops(snn)
     opt = keras.optimizers.SGD(learning_rate, momentum=momentum,
                                weight_decay=weight_decay or None)
     snn.compile(optimizer=opt, loss=SumSquaredError(), metrics=["sparse_categorical_accuracy"],
