@@ -432,6 +432,11 @@ def _general_op(x, params, initial_state, theta, lam, return_trace, param_gradie
         theta, lam = tf.stop_gradient(theta), tf.stop_gradient(lam)
     jit = _auto_jit(jit_compile, x.shape[1])
     lay = StepLayout.for_xla(jit)
+    # With a recorded trace S, standard ordering and a subtract / no reset, the backward pass
+    # recovers U = S + theta*o (batch-major: S and o are the outputs themselves), so the tape
+    # keeps no membrane. Exact unless U > 2 theta (then within 1 ulp; Sterbenz); o is exact.
+    recover = (return_trace and lay.axis and not params.fire_before_integrate
+               and params.reset in ("subtract", "none"))
 
     def forward(x_btn, v0, theta, lam):
         u, age, v_end = _general_forward_loop(x_btn, v0, theta, lam, params, lay)
@@ -442,9 +447,12 @@ def _general_op(x, params, initial_state, theta, lam, return_trace, param_gradie
         else:
             trace = tf.zeros([0], dtype)
         ng = _lee_ng(o, params.leak, lay.axis) if params.ng_correction else tf.zeros([0], dtype)
+        u = tf.zeros([0], dtype) if recover else u
         return lay.to_batch_major(o), trace, v_end, u, age, ng  # o(t) = U(t) > theta
 
-    def backward(d_spikes, d_trace, d_end, u, age, ng, x_btn, v0, theta, lam):
+    def backward(d_spikes, d_trace, d_end, u, age, ng, spikes, trace, x_btn, v0, theta, lam):
+        if recover:
+            u = trace + theta * spikes if params.reset == "subtract" else trace
         o = tf.cast(u > theta, dtype)
         g_o = lay.from_batch_major(d_spikes)
         if params.ng_correction:
@@ -467,7 +475,7 @@ def _general_op(x, params, initial_state, theta, lam, return_trace, param_gradie
         def grad(d_spikes, d_trace, d_end):
             d_trace = tf.zeros_like(trace) if d_trace is None else d_trace
             d_end = tf.zeros_like(v_end) if d_end is None else d_end
-            return backward(sd(d_spikes), sd(d_trace), sd(d_end), u_tm, age, ng,
+            return backward(sd(d_spikes), sd(d_trace), sd(d_end), u_tm, age, ng, spikes, trace,
                             sd(x_btn), sd(v0), sd(theta), sd(lam))
 
         return (spikes, trace, v_end), grad
@@ -548,12 +556,21 @@ def _legacy_op(x, params, theta, return_membrane, jit_compile):
     jit = _auto_jit(jit_compile, x.shape[1])
     lay = StepLayout.for_xla(jit)  # batch-major inside XLA: no transposes
 
+    membrane = params.surrogate.needs == "membrane"
+    # The spikes the backward pass reads: recomputed from the saved membrane, else the output
+    # itself (batch-major) or a time-major copy, kept only then ("o_kept").
+    keep_o = not membrane and not lay.axis
+
     def forward(x_btn, theta):
         o, saved, v_end = _forward_loop(lay.from_batch_major(x_btn), theta, params, lay)
         ng = _lee_ng(o, params.leak, lay.axis) if params.ng_correction else tf.zeros([0], dtype)
-        return lay.to_batch_major(o), o, saved, ng, v_end
+        return lay.to_batch_major(o), (o if keep_o else tf.zeros([0], dtype)), saved, ng, v_end
 
-    def backward(d_spikes, o, saved, ng, theta):
+    def backward(d_spikes, spikes, o_kept, saved, ng, theta):
+        if membrane:
+            o = tf.cast(saved > theta, dtype)
+        else:
+            o = o_kept if keep_o else spikes
         g = lay.from_batch_major(d_spikes)
         if params.ng_correction:  # Lee's gain on dL/do (ops in this order: bit-identical grads)
             g = g * tf.expand_dims(ng, lay.axis)
@@ -567,10 +584,10 @@ def _legacy_op(x, params, theta, return_membrane, jit_compile):
     def op(x_btn):
         # stop_gradient: the tape must not differentiate the (XLA) function itself; it would
         # try to export the loop's TensorLists. The gradient is ``grad`` below.
-        spikes, o_tm, saved, ng, v_end = forward(tf.stop_gradient(x_btn), theta)
+        spikes, o_kept, saved, ng, v_end = forward(tf.stop_gradient(x_btn), theta)
 
         def grad(d_spikes, *unused):
-            return backward(tf.stop_gradient(d_spikes), o_tm, saved, ng, theta)
+            return backward(tf.stop_gradient(d_spikes), spikes, o_kept, saved, ng, theta)
 
         if return_membrane:
             return (spikes, tf.stop_gradient(v_end)), grad
