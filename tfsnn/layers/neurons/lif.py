@@ -309,36 +309,45 @@ def _reset(w, o, fired, theta, reset):
     return w
 
 
-def _general_forward_loop(i_btn, v0, theta, lam, params, layout=TIME_MAJOR):
-    """``(u, age, v_end)``: pre-spike membrane and spike age (or ``[0]``), sequences in
-    ``layout``, and the final state ``[B, ...]``, from the current ``i_btn`` ``[B, T, ...]``
-    (read one step at a time: no transposed copy of the input) and the initial state ``v0``."""
+def _general_forward_loop(i_btn, v0, theta, lam, params, layout=TIME_MAJOR, keep_u=True,
+                          record=False):
+    """``(u, age, v_end, o, s)`` from the current ``i_btn`` ``[B, T, ...]`` (read one step at a
+    time: no transposed copy of the input) and the initial state ``v0``: the pre-spike membrane
+    (``keep_u``, else None) and spike age (or ``[0]``), sequences in ``layout``; the final
+    state ``[B, ...]``; with ``record``, the spikes and the state trace ``S(t)`` written by the
+    loop (else None; ``S`` is the loop's carried state, so equal to ``_state_trace``)."""
     dtype = i_btn.dtype
     delayed = params.fire_before_integrate
     needs_age = params.surrogate.needs == "spike_age"
     n = tf.shape(i_btn)[1]
     i0 = tf.zeros_like(i_btn[:, 0])
-    u_ta = layout.buffer(i0, n)
-    a_ta = layout.buffer(i0, n) if needs_age else 0
+    bufs = [layout.buffer(i0, n) if keep else 0 for keep in (keep_u, needs_age, record, record)]
     t_last = i0 + tf.cast(params.t_last0, dtype)
 
-    def body(t, v, t_last, u_ta, a_ta):
+    def body(t, v, t_last, bufs):
+        u_b, a_b, o_b, s_b = bufs
         it = i_btn[:, t]
         u = v if delayed else lam * v + it
         fired = u > theta
-        u_ta = layout.write(u_ta, t, u)
+        o = tf.cast(fired, dtype)
+        if keep_u:
+            u_b = layout.write(u_b, t, u)
         if needs_age:
             tf_ = tf.cast(t, dtype)
-            a_ta = layout.write(a_ta, t, tf_ - t_last)
+            a_b = layout.write(a_b, t, tf_ - t_last)
             t_last = tf.where(fired, tf_, t_last)
-        v = _reset(lam * u if delayed else u, tf.cast(fired, dtype), fired, theta, params.reset)
-        return t + 1, (v + it if delayed else v), t_last, u_ta, a_ta
+        v = _reset(lam * u if delayed else u, o, fired, theta, params.reset)
+        v = v + it if delayed else v
+        if record:
+            o_b, s_b = layout.write(o_b, t, o), layout.write(s_b, t, v)
+        return t + 1, v, t_last, [u_b, a_b, o_b, s_b]
 
-    v0 = v0 + i0
-    _, v_end, _, u_ta, a_ta = tf.while_loop(
-        lambda t, *_: t < n, body, (tf.constant(0), v0, t_last, u_ta, a_ta),
+    _, v_end, _, bufs = tf.while_loop(
+        lambda t, *_: t < n, body, (tf.constant(0), v0 + i0, t_last, bufs),
         maximum_iterations=n)
-    return layout.stack(u_ta), (layout.stack(a_ta) if needs_age else tf.zeros([0], dtype)), v_end
+    u, a, o, s_seq = (layout.stack(b) if keep else None
+                      for b, keep in zip(bufs, (keep_u, needs_age, record, record)))
+    return u, (a if needs_age else tf.zeros([0], dtype)), v_end, o, s_seq
 
 
 def _state_trace(u, o, i, theta, lam, params):
@@ -439,16 +448,14 @@ def _general_op(x, params, initial_state, theta, lam, return_trace, param_gradie
                and params.reset in ("subtract", "none"))
 
     def forward(x_btn, v0, theta, lam):
-        u, age, v_end = _general_forward_loop(x_btn, v0, theta, lam, params, lay)
-        o = tf.cast(u > theta, dtype)
-        if return_trace:  # the delayed (fire-before-integrate) state adds the current back
-            i = lay.from_batch_major(x_btn) if params.fire_before_integrate else None
-            trace = lay.to_batch_major(_state_trace(u, o, i, theta, lam, params))
-        else:
-            trace = tf.zeros([0], dtype)
+        u, age, v_end, o, s_seq = _general_forward_loop(x_btn, v0, theta, lam, params, lay,
+                                                        keep_u=not recover, record=return_trace)
+        if not return_trace:
+            o = tf.cast(u > theta, dtype)  # o(t) = U(t) > theta
+        trace = lay.to_batch_major(s_seq) if return_trace else tf.zeros([0], dtype)
         ng = _lee_ng(o, params.leak, lay.axis) if params.ng_correction else tf.zeros([0], dtype)
         u = tf.zeros([0], dtype) if recover else u
-        return lay.to_batch_major(o), trace, v_end, u, age, ng  # o(t) = U(t) > theta
+        return lay.to_batch_major(o), trace, v_end, u, age, ng
 
     def backward(d_spikes, d_trace, d_end, u, age, ng, spikes, trace, x_btn, v0, theta, lam):
         if recover:
