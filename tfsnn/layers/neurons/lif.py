@@ -4,9 +4,11 @@ Tensors are ``[batch, time, ...]``. A neuron layer maps an input-current sequenc
 spike sequence ``o`` (same shape, values 0/1 in ``I``'s dtype). The whole recursion over time is
 **one** ``tf.custom_gradient`` op (``spike_sequence``) whose forward is a ``tf.while_loop`` and
 whose backward is the hand-written recursion of docs/specs/hybrid_and_spike_bp.md §2.7 / §3.5, so the tape stores only the
-output spikes plus one auxiliary ``[T, batch, ...]`` tensor, the one the surrogate declares in
+output spikes plus one auxiliary sequence, the one the surrogate declares in
 ``Surrogate.needs``: the pre-spike membrane (``"membrane"``), the spike age (``"spike_age"``,
-STDB), or nothing (``"spike"``, Lee's spike-gated surrogate).
+STDB), or nothing (``"spike"``, Lee's spike-gated surrogate). The loops run time-major
+(``[T, batch, ...]``) in graph mode and batch-major (``[batch, T, ...]``, in-place per-step
+writes: no transposes, ``tfsnn.timeaxis.StepLayout``) when XLA compiles them.
 
 Structure: ``NeuronParams`` (frozen, validated settings) -> ``spike_sequence`` (the op) built
 from ``_forward_loop`` (the recursion, records what ``needs`` asks for), ``_surrogate_step``
