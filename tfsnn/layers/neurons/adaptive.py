@@ -23,7 +23,7 @@ import tensorflow as tf
 from tfsnn import surrogates as sg
 from tfsnn.layers.neurons import fused
 from tfsnn.layers.neurons.lif import _sum_to
-from tfsnn.timeaxis import batch_time_perm
+from tfsnn.timeaxis import TIME_MAJOR, batch_time_perm
 
 
 def alif_sequence(current, *, threshold=1.0, leak=1.0, adapt_decay=0.95, adapt_scale=1.0,
@@ -98,7 +98,7 @@ def alif_sequence(current, *, threshold=1.0, leak=1.0, adapt_decay=0.95, adapt_s
         g_u, g_thr, g_a = outs
         a_tm = theta + beta * ap_tm
         o_tm = tf.cast(u_tm > a_tm, dtype)
-        s_prev = fused.shift_down(s0, fused.apply_reset(reset, u_tm, a_tm, o_tm, o_tm > 0))
+        s_prev = TIME_MAJOR.shift_down(s0, fused.apply_reset(reset, u_tm, a_tm, o_tm, o_tm > 0))
         return grads + (_sum_to(g_thr, theta), _sum_to(g_u * s_prev, lam),
                         _sum_to(g_a * ap_tm, rho), _sum_to(g_thr * ap_tm, beta))
 

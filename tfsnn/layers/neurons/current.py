@@ -17,8 +17,8 @@ import tensorflow as tf
 
 from tfsnn import surrogates as sg
 from tfsnn.layers.neurons import fused
-from tfsnn.layers.neurons.lif import _reverse_recursion, _shift_up, _sum_to
-from tfsnn.timeaxis import batch_time_perm
+from tfsnn.layers.neurons.lif import _reverse_recursion, _sum_to
+from tfsnn.timeaxis import TIME_MAJOR, batch_time_perm
 
 
 def cuba_sequence(current, *, threshold=1.0, leak=1.0, current_decay=0.9, reset="subtract",
@@ -81,12 +81,13 @@ def cuba_sequence(current, *, threshold=1.0, leak=1.0, current_decay=0.9, reset=
         if not param_gradients:
             return grads + (tf.zeros_like(theta), tf.zeros_like(lam), tf.zeros_like(alpha))
         s_tm = fused.apply_reset(reset, u_tm, theta, o_tm, o_tm > 0)
-        g_state = g_s + lam * _shift_up(g_u)
+        g_state = g_s + lam * TIME_MAJOR.shift_up(g_u)
         g_th = (g_o + g_state * r) * (-sigma * u_tm / tf.square(theta))
         if reset == "subtract":
             g_th = g_th - g_state * o_tm
-        return grads + (_sum_to(g_th, theta), _sum_to(g_u * fused.shift_down(s0, s_tm), lam),
-                        _sum_to(g_j * fused.shift_down(j0, saved[1]), alpha))
+        down = TIME_MAJOR.shift_down
+        return grads + (_sum_to(g_th, theta), _sum_to(g_u * down(s0, s_tm), lam),
+                        _sum_to(g_j * down(j0, saved[1]), alpha))
 
     spikes, trace, j_end, s_end = fused.fused_op(
         forward, backward, (x, j0, s0, theta, lam, alpha), x.shape[1], jit_compile)

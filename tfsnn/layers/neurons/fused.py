@@ -11,7 +11,6 @@ import tensorflow as tf
 from tfsnn import surrogates as sg
 from tfsnn.layers.neurons import lif
 from tfsnn.layers.neurons.base import NeuronLayer, decay_factor, exact_constant
-from tfsnn.timeaxis import TIME_MAJOR
 
 
 def surrogate_sigma(surrogate, z, o):
@@ -96,11 +95,6 @@ def apply_reset(reset, u, thr, o, fired):
     if reset == "subtract":
         return u - thr * o
     return tf.where(fired, tf.zeros_like(u), u) if reset == "zero" else u
-
-
-def shift_down(first, x):
-    """``x(t-1)`` over axis 0 with ``first`` (``[B, ...]``) at ``t = 0``."""
-    return TIME_MAJOR.shift_down(first, x)
 
 
 def reset_of(reset, allowed=("subtract", "zero", "none")):

@@ -126,52 +126,29 @@ PARAM_NAMES = tuple(f.name for f in dataclasses.fields(NeuronParams))
 NEW_FIELDS = ("detach_reset",)  # written to configs only when not at their default
 
 
-def _reverse_scan(step, like, layout=TIME_MAJOR):
-    """``(c(0), out)``: the reverse recursion ``c(t), out(t) = step(t, c(t+1))`` from
-    ``t = T-1`` down to 0 with ``c(T) = 0``; ``out`` is a sequence in ``layout``, ``c`` a frame.
-    ``like``: a sequence with the frames' shape and T. ``step`` computes its terms from
-    per-step reads (``layout.reader``), so no ``[T, B, ...]`` intermediate is stored."""
-    n = layout.steps(like)
-    c0 = tf.zeros_like(layout.frame(like, 0))
-
-    def body(i, c, out):
-        t = n - 1 - i
-        c, o = step(t, c)
-        return i + 1, c, layout.write(out, t, o)
-
-    _, c, out = tf.while_loop(lambda i, c, o: i < n, body,
-                              (tf.constant(0), c0, layout.buffer(c0, n)),
-                              maximum_iterations=n)
-    return c, layout.stack(out)
-
-
 def _reverse_recursion(e, k, layout=TIME_MAJOR):
     """``c(t) = e(t) + k(t) * c(t+1)``, ``c(T) = 0``, over the time axis of ``layout``. ``k``:
     float, a tensor shaped as ``e`` (one factor per step), or a tensor of lower rank than ``e``
     (the same factor at every step: a scalar, or broadcastable to a frame ``[B, ...]``, e.g. per
-    channel)."""
+    channel). Batch-major (XLA): ``c`` overwrites ``e`` in place (no second buffer)."""
     if isinstance(k, float) and k == 1.0 and not layout.axis:
         return tf.cumsum(e, axis=0, reverse=True)  # (XLA's cumsum is quadratic in T)
+    n = layout.steps(e)
     k_at = (layout.reader(k) if not isinstance(k, float) and k.shape.rank == e.shape.rank
             else lambda t: k)
-    if layout.axis:  # batch-major (XLA): c overwrites e in place, no second buffer
-        n = layout.steps(e)
-
-        def body(i, c, buf):
-            t = n - 1 - i
-            c = buf[:, t] + k_at(t) * c
-            return i + 1, c, layout.write(buf, t, c)
-
-        return tf.while_loop(lambda i, c, b: i < n, body,
-                             (tf.constant(0), tf.zeros_like(e[:, 0]), e),
-                             maximum_iterations=n)[2]
+    in_place = bool(layout.axis)
     e_at = layout.reader(e)
 
-    def step(t, c):
-        c = e_at(t) + k_at(t) * c
-        return c, c
+    def body(i, c, out):
+        t = n - 1 - i
+        c = (out[:, t] if in_place else e_at(t)) + k_at(t) * c
+        return i + 1, c, layout.write(out, t, c)
 
-    return _reverse_scan(step, e, layout)[1]
+    c0 = tf.zeros_like(layout.frame(e, 0))
+    out = e if in_place else layout.buffer(c0, n)
+    out = tf.while_loop(lambda i, c, o: i < n, body, (tf.constant(0), c0, out),
+                        maximum_iterations=n)[2]
+    return layout.stack(out)
 
 
 def _lee_ng(o, leak, axis=0):
@@ -369,11 +346,6 @@ def _sum_to(g, ref):
     return tf.reduce_sum(g, axis=ones, keepdims=True) if ones else g
 
 
-def _shift_up(x):
-    """``x(t+1)`` over axis 0, 0 at the last step."""
-    return TIME_MAJOR.shift_up(x)
-
-
 def _general_backward(g_o, g_s, u_tm, o_tm, age, i_tm, v0, theta, lam, params,
                       param_gradients=True, layout=TIME_MAJOR):
     """``(dL/dI, dL/dS(-1), dL/dtheta, dL/dlam)`` of the general op (block comment above); the
@@ -460,9 +432,11 @@ def _general_op(x, params, initial_state, theta, lam, return_trace, param_gradie
         return lay.to_batch_major(o), trace, v_end, u, age, ng
 
     def backward(d_spikes, d_trace, d_end, u, age, ng, spikes, trace, x_btn, v0, theta, lam):
-        if recover:
+        if recover:  # batch-major: the outputs are the sequences
             u = trace + theta * spikes if params.reset == "subtract" else trace
-        o = tf.cast(u > theta, dtype)
+            o = spikes
+        else:
+            o = tf.cast(u > theta, dtype)
         g_o = lay.from_batch_major(d_spikes)
         if params.ng_correction:
             g_o = g_o * tf.expand_dims(ng, lay.axis)
@@ -766,8 +740,9 @@ class LeeNeuron(LIF):
 def use_xla_loops(model):
     """XLA-compile the time loops of every ``LIF``-family layer of ``model`` at any T (layers
     whose ``jit_compile`` is None, the automatic choice that starts at ``JIT_MIN_STEPS``; an
-    explicit True / False is kept). For training: measured faster than graph loops at every
-    size of LeNet and VGG5 (``bench/train_throughput.py``). Returns ``model``."""
+    explicit True / False is kept). For training: measured faster than graph loops for LeNet
+    and VGG5 (``bench/train_throughput.py``; RathiNeuron alone at VGG5's map sizes, T = 20:
+    0.47-0.58x the graph loops' time). Returns ``model``."""
     for layer in model.layers:
         if isinstance(layer, LIF) and layer.jit_compile is None:
             layer.jit_compile = True

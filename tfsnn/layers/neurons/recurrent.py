@@ -16,8 +16,8 @@ import tensorflow as tf
 
 from tfsnn import surrogates as sg
 from tfsnn.layers.neurons import fused
-from tfsnn.layers.neurons.lif import _shift_up, _sum_to
-from tfsnn.timeaxis import batch_time_perm
+from tfsnn.layers.neurons.lif import _sum_to
+from tfsnn.timeaxis import TIME_MAJOR, batch_time_perm
 
 
 def recurrent_sequence(current, recurrent_kernel, *, threshold=1.0, leak=1.0, reset="subtract",
@@ -90,11 +90,11 @@ def recurrent_sequence(current, recurrent_kernel, *, threshold=1.0, leak=1.0, re
         grads = (tf.transpose(g_u, perm), g_w, lam * g_u0, tf.matmul(g_u0, w, transpose_b=True))
         if not param_gradients:
             return grads + (tf.zeros_like(theta), tf.zeros_like(lam))
-        g_state = g_s + lam * _shift_up(g_u)
+        g_state = g_s + lam * TIME_MAJOR.shift_up(g_u)
         g_th = outs[1] * (-sigma * u_tm / tf.square(theta))
         if reset == "subtract":
             g_th = g_th - g_state * o_tm
-        s_prev = fused.shift_down(s0, fused.apply_reset(reset, u_tm, theta, o_tm, o_tm > 0))
+        s_prev = TIME_MAJOR.shift_down(s0, fused.apply_reset(reset, u_tm, theta, o_tm, o_tm > 0))
         return grads + (_sum_to(g_th, theta), _sum_to(g_u * s_prev, lam))
 
     spikes, trace, s_end, o_end = fused.fused_op(
