@@ -61,7 +61,9 @@ def test_flag_errors_name_the_flag(tmp_path):
     for bad, flag in [(dict(method="stdp"), "--method"), (dict(model="vgg8"), "--model"),
                       (dict(timesteps=0), "--timesteps"), (dict(leak=1.5), "--leak"),
                       (dict(surrogate="relu"), "--surrogate"), (dict(dataset="svhn"), "--dataset"),
-                      (dict(method="hybrid", model="resnet11"), "--model")]:
+                      (dict(method="hybrid", model="resnet11"), "--model"),
+                      (dict(optimizer="rmsprop"), "--optimizer"),
+                      (dict(method="hybrid", optimizer="adam"), "--optimizer")]:
         with pytest.raises(runs.ConfigError, match=flag):
             snn.resolve(bad)
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "train_snn.py"),
@@ -69,6 +71,23 @@ def test_flag_errors_name_the_flag(tmp_path):
                          text=True, cwd=REPO)
     assert out.returncode != 0 and "--timesteps=0" in out.stderr
     assert not (tmp_path / "checkpoint").exists()
+
+
+def test_spike_bp_optimizer_choice():
+    from tfsnn.models import spiking
+    from tfsnn.training import spike_bp
+    c = snn.resolve(dict(optimizer="adam"))
+    assert c["learning_rate"] == snn.ADAM_LR and c["optimizer"] == "adam"
+    c = snn.resolve({})
+    assert c["optimizer"] == "sgd" and c["learning_rate"] == 0.0085  # the original's
+    assert snn.resolve(dict(method="hybrid"))["optimizer"] is None
+    net = spiking.snn("spike_bp_lenet", 2, 10, (28, 28, 1), fc_widths=[8])
+    opt = spike_bp.compile_spike_bp(net, 1e-3, 5e-4, optimizer="adam").optimizer
+    assert isinstance(opt, keras.optimizers.Adam) and opt.weight_decay == pytest.approx(5e-4)
+    opt = spike_bp.compile_spike_bp(net, 1e-3, 5e-4).optimizer
+    assert isinstance(opt, keras.optimizers.SGD) and opt.momentum == 0.0
+    with pytest.raises(ValueError, match="optimizer"):
+        spike_bp.compile_spike_bp(net, optimizer="adamw")
 
 
 def _script_module(monkeypatch):

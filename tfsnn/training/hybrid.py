@@ -23,11 +23,13 @@ def add_coupled_weight_decay(model, weight_decay):
 
 
 def compile_for_fine_tuning(snn, learning_rate=1e-4, weight_decay=5e-4, amsgrad=True,
-                            optimizer=None, jit_compile=False, jit_neurons=True):
+                            optimizer=None, jit_compile=True, jit_neurons=True):
     """Compile ``snn`` for STDB fine-tuning: Adam(amsgrad), coupled L2, sparse CE on the
     accumulated output (``from_logits``), accuracy. ``learning_rate`` may be a schedule.
-    ``jit_neurons``: XLA for the neurons' time loops at any T (``lif.use_xla_loops``);
-    ``jit_compile``: XLA for the whole train step."""
+    ``jit_compile`` (default True): XLA for the whole train step; VGG5 at B 32, T 20 trained at
+    0.97x its dense floor this way vs 1.40x with only the neuron loops compiled
+    (``bench/train_throughput.py --network vgg5``). ``jit_neurons``: XLA for the neurons' time
+    loops at any T (``lif.use_xla_loops``; what runs when ``jit_compile=False``)."""
     add_coupled_weight_decay(snn, weight_decay)
     if jit_neurons:
         use_xla_loops(snn)

@@ -31,15 +31,16 @@ DEFAULTS = dict(
     max_train_examples=0, max_test_examples=0, validation_examples=5000, seed=0,
     strategy="default", tensorboard=True, verbose=1, leak=None, surrogate=None, fc_widths=None,
     ann_epochs=10, ann_learning_rate=1e-2, scaling_factor=0.7, balance_examples=512,
-    balance_timesteps=None, weight_decay=5e-4, encoding=None)
+    balance_timesteps=None, weight_decay=5e-4, encoding=None, optimizer=None)
 IDENTITY_KEYS = ("method", "model", "dataset", "timesteps", "leak", "surrogate", "fc_widths",
                  "encoding", "scaling_factor", "ann_epochs", "ann_learning_rate",
-                 "balance_examples", "balance_timesteps")  # ann.keras and the conversion are reused on restart
+                 "balance_examples", "balance_timesteps", "optimizer")  # ann.keras and the conversion are reused on restart
 EXTRAS = ("ann.keras", "conversion.json")
 # Input encodings (None: the method's Poisson encoder; "direct": the analog image every step).
 ENCODINGS = (None, "poisson", "direct")
 DEFAULT_LR = {"spike_bp": {"spike_bp_lenet": 0.0085, "spike_bp_vgg9": 0.0033,
                            "resnet11": 0.0025}, "hybrid": {}}
+ADAM_LR = 1e-3  # spike_bp with --optimizer adam
 
 
 def default_run_dir(c):
@@ -62,12 +63,20 @@ def resolve(config):
     runs.check_run_options(c)
     runs.check_integers(c, ("timesteps", "balance_examples"))
     need(c["ann_epochs"] >= 0, "ann_epochs", "must be >= 0")
+    if c["learning_rate"] is None and c["optimizer"] == "adam":
+        c["learning_rate"] = ADAM_LR
     if c["learning_rate"] is None:
         c["learning_rate"] = DEFAULT_LR[c["method"]].get(
             c["model"], 1e-4 if c["method"] == "hybrid" else 0.0033)
     for flag in ("learning_rate", "ann_learning_rate", "scaling_factor"):
         need(c[flag] > 0, flag, "must be > 0")
     need(c["weight_decay"] >= 0, "weight_decay", "must be >= 0")
+    need(c["optimizer"] is None or c["method"] == "spike_bp", "optimizer",
+         "is a spike_bp option (hybrid fine-tunes with Adam)")
+    if c["method"] == "spike_bp":
+        c["optimizer"] = c["optimizer"] or "sgd"
+        need(c["optimizer"] in spike_bp.OPTIMIZERS, "optimizer",
+             f"must be one of {', '.join(spike_bp.OPTIMIZERS)}")
     need(c["leak"] is None or 0 < c["leak"] <= 1, "leak", "must be in (0, 1]")
     need(c["encoding"] in ENCODINGS, "encoding",
          f"must be one of {', '.join(e for e in ENCODINGS if e)} (unset: poisson)")
@@ -152,7 +161,8 @@ def build(c, run, train, test, steps):
     shape = data.input_shape(c["dataset"], c["method"])
     snn = make_snn(c, num_classes, shape)
     if c["method"] == "spike_bp":
-        return spike_bp.compile_spike_bp(snn, learning_rate(c, steps), c["weight_decay"])
+        return spike_bp.compile_spike_bp(snn, learning_rate(c, steps), c["weight_decay"],
+                                         optimizer=c["optimizer"])
     ann = train_ann(c, run, train, num_classes, shape, steps)
     images = preprocess(c, train[0][:c["balance_examples"]], False)
     found = balancing.convert(ann, snn, images=images, scale=c["scaling_factor"],
