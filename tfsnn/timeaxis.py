@@ -17,20 +17,26 @@ def to_time_major(x):
 UNROLL_MAX = 32
 
 
-def time_scan(fn, elems, initializer):
-    """``tf.scan(fn, elems, initializer)`` over axis 0 (time-major), Python-unrolled when the
-    number of steps is static and <= ``UNROLL_MAX`` (no while-loop overhead per step), else a
-    ``tf.scan``. Same results either way; ``initializer`` may be a tensor or a tuple."""
-    n = elems.shape[0]
+def scan_time(fn, x, initializer):
+    """A recurrence over axis 1 of ``x`` ``[B, T, ...]``: ``carry, out = fn(carry, x[:, t])``,
+    ``out`` with the shape and dtype of a step of ``x``; ``initializer`` a tensor or a tuple.
+    Returns ``(outs [B, T, ...], final carry)``. Only ``out`` is stacked
+    (the carry's history is neither kept nor differentiated through a stack). Static ``T <=
+    UNROLL_MAX``: Python-unrolled (no while-loop overhead per step), slicing and stacking axis 1
+    directly, without transposes (slicing ``x[:, t]`` instead would give O(T^2) gradient
+    traffic); longer or unknown ``T``: a ``tf.scan`` on the time-major view."""
+    n = x.shape[1]
     if n is None or n > UNROLL_MAX:
-        return tf.scan(fn, elems, initializer=initializer)
+        def step(acc, e):
+            return fn(acc[0], e)
+        xt = to_time_major(x)
+        carries, outs = tf.scan(step, xt, initializer=(initializer, tf.zeros_like(xt[0])))
+        return to_time_major(outs), tf.nest.map_structure(lambda c: c[-1], carries)
     carry, outs = initializer, []
-    for e in tf.unstack(elems):  # (slicing elems[t] would give O(T^2) gradient traffic)
-        carry = fn(carry, e)
-        outs.append(carry)
-    if isinstance(initializer, (tuple, list)):
-        return tuple(tf.stack([o[i] for o in outs]) for i in range(len(initializer)))
-    return tf.stack(outs)
+    for e in tf.unstack(x, axis=1):
+        carry, out = fn(carry, e)
+        outs.append(out)
+    return tf.stack(outs, axis=1), carry
 
 
 def cumsum_time(x):

@@ -2,7 +2,7 @@
 
 Tensors are ``[batch, time, ...]``; every filter runs elementwise over axis 1 (one filter per
 input element, shared by all its targets: an "axon" filter). The filters are linear, so the
-recurrence is a ``tf.scan`` (Python-unrolled for short static T, ``time_scan``) and autodiff
+recurrence is ``timeaxis.scan_time`` (Python-unrolled for short static T) and autodiff
 through it gives the exact coefficient gradients.
 
 * ``DualExpIIR(tau_m, tau_s)``: ``y[t] = a1*y[t-1] + a2*y[t-2] + b1*x[t]`` with trainable
@@ -34,7 +34,7 @@ import math
 import keras
 import tensorflow as tf
 
-from tfsnn.timeaxis import time_scan, to_time_major
+from tfsnn.timeaxis import scan_time
 STATES = ("zero", "carry")
 
 
@@ -57,39 +57,49 @@ def iir2(x, alpha_1, alpha_2, beta_1, initial_state=None):
     ``(y[-1], y[-2])`` ``[B, ...]`` each (zeros if None). Returns ``(y [B, T, ...], [y[T-1],
     y[T-2]])``.
     """
-    xt = to_time_major(x) * beta_1
+    xb = x * beta_1
     if initial_state is None:
-        z = tf.zeros_like(xt[0])
+        z = tf.zeros_like(xb[:, 0])
         initial_state = (z, z)
-    y1, y2 = (tf.cast(s, xt.dtype) for s in initial_state)
+    y1, y2 = (tf.cast(s, xb.dtype) for s in initial_state)
 
     def step(carry, xin):
         p1, p2 = carry
-        return alpha_1 * p1 + alpha_2 * p2 + xin, p1
+        y = alpha_1 * p1 + alpha_2 * p2 + xin
+        return (y, p1), y
 
-    ys, prev = time_scan(step, xt, (y1, y2))
-    return to_time_major(ys), [ys[-1], prev[-1]]
+    ys, final = scan_time(step, xb, (y1, y2))
+    return ys, list(final)
 
 
 def iir1(x, alpha, initial_state=None):
     """First-order IIR over axis 1: ``y[t] = alpha*y[t-1] + x[t]``; state ``[y[T-1]]``."""
-    xt = to_time_major(x)
-    y0 = tf.zeros_like(xt[0]) if initial_state is None else tf.cast(initial_state[0], xt.dtype)
-    ys = time_scan(lambda p, xin: alpha * p + xin, xt, y0)
-    return to_time_major(ys), [ys[-1]]
+    y0 = (tf.zeros_like(x[:, 0]) if initial_state is None
+          else tf.cast(initial_state[0], x.dtype))
+
+    def step(p, xin):
+        y = alpha * p + xin
+        return y, y
+
+    ys, last = scan_time(step, x, y0)
+    return ys, [last]
 
 
 def dual_exp_readout(x, tau_m=8.0, tau_s=2.0, normalize=True, initial_state=None):
     """The fixed filter ``V0*(m - s)``, ``m = a*m + x``, ``s = b*s + x``; state ``[m, s]``."""
     a, b = math.exp(-1.0 / tau_m), math.exp(-1.0 / tau_s)
     v0 = dual_exp_peak_gain(tau_m, tau_s) if normalize else 1.0
-    xt = to_time_major(x)
     if initial_state is None:
-        z = tf.zeros_like(xt[0])
+        z = tf.zeros_like(x[:, 0])
         initial_state = (z, z)
-    m0, s0 = (tf.cast(s, xt.dtype) for s in initial_state)
-    ms, ss = time_scan(lambda c, xin: (a * c[0] + xin, b * c[1] + xin), xt, (m0, s0))
-    return to_time_major(v0 * (ms - ss)), [ms[-1], ss[-1]]
+    m0, s0 = (tf.cast(s, x.dtype) for s in initial_state)
+
+    def step(carry, xin):
+        m, s = a * carry[0] + xin, b * carry[1] + xin
+        return (m, s), m - s
+
+    diff, final = scan_time(step, x, (m0, s0))
+    return v0 * diff, list(final)
 
 
 def check_radius(max_radius, initial_pole):

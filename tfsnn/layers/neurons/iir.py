@@ -8,7 +8,8 @@ IIR neuron (Fang et al. 2020), fed the filtered PSP ``y`` ``[B, T, ...]``::
     s[t] = H(u[t] - threshold)      (strict: u = threshold gives no spike)
     r[t] = d r[t-1] + reset_amp s[t],   d = exp(-1/tau_m)
 
-Only the reset recursion loops over time (``time_scan``: unrolled for short T, else ``tf.scan``).
+Only the reset recursion loops over time (``timeaxis.scan_time``: unrolled for short T, else
+``tf.scan``).
 The spike is the per-step surrogate op of
 ``tfsnn.surrogates``: the paper's surrogate is ``gaussian`` with ``sigma = 0.4`` and peak
 ``gamma = 1/(sqrt(2 pi) sigma)`` applied to ``u - threshold``, i.e. the N(u; threshold, sigma^2)
@@ -26,7 +27,7 @@ import tensorflow as tf
 from tfsnn import surrogates as sg
 from tfsnn.geometry import conv_output_length
 from tfsnn.layers.filters import StatefulSequenceLayer
-from tfsnn.timeaxis import fold_time, time_scan, to_time_major, unfold_time
+from tfsnn.timeaxis import fold_time, scan_time, unfold_time
 
 
 def iir_surrogate(sigma=0.4):
@@ -46,16 +47,14 @@ def iir_neuron(z, decay, threshold=1.0, reset_amp=1.0, surrogate=None, initial_s
     ``initial_state``: ``[r[-1]]`` ``[B, ...]`` (zeros if None). Returns ``(s, [r[T-1]])``.
     """
     sur = surrogate or iir_surrogate()
-    zt = to_time_major(z)
-    r0 = tf.zeros_like(zt[0]) if initial_state is None else tf.cast(initial_state[0], zt.dtype)
+    r0 = tf.zeros_like(z[:, 0]) if initial_state is None else tf.cast(initial_state[0], z.dtype)
 
-    def step(carry, z_t):
-        r, _ = carry
+    def step(r, z_t):
         s = sur.spike(z_t - r - threshold)
         return decay * r + reset_amp * s, s
 
-    rs, ss = time_scan(step, zt, (r0, tf.zeros_like(r0)))
-    return to_time_major(ss), [rs[-1]]
+    ss, r_last = scan_time(step, z, r0)
+    return ss, [r_last]
 
 
 def torch_kernel_init():

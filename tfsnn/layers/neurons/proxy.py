@@ -9,7 +9,7 @@ via proxy", IEEE Access 10).
 import keras
 import tensorflow as tf
 
-from tfsnn.timeaxis import time_scan, to_time_major
+from tfsnn.timeaxis import scan_time
 
 
 def if_spikes(current, threshold=2.0):
@@ -20,17 +20,14 @@ def if_spikes(current, threshold=2.0):
     ``threshold`` is a Python float (note: this differs from ``tfsnn.layers.neurons``' strict
     ``v > theta``; equality fires here).
     """
-    it = to_time_major(tf.stop_gradient(tf.convert_to_tensor(current)))
+    current = tf.stop_gradient(tf.convert_to_tensor(current))
 
-    def step(carry, i_t):
-        v, _ = carry
+    def step(v, i_t):
         v = v + i_t
         s = tf.cast(v >= threshold, v.dtype)
         return v * (1.0 - s), s
 
-    z = tf.zeros_like(it[0])
-    _, ss = time_scan(step, it, (z, z))
-    return to_time_major(ss)
+    return scan_time(step, current, tf.zeros_like(current[:, 0]))[0]
 
 
 @keras.saving.register_keras_serializable(package="tfsnn")
