@@ -9,10 +9,11 @@ original's loss and optimiser:
   5e-4 (coupled and decoupled coincide for plain SGD), lr x0.2 at fixed epochs (``tfsnn.training.schedules.step_decay``).
 
 ``optimizer="adam"`` (not the original's) swaps SGD for Adam with decoupled weight decay (Keras'
-``weight_decay``): with the analog image at every step, plain SGD on the summed loss grows the
-first conv kernel until its neurons fire at every step (mean |w| 0.23 -> 9 over a full
-Fashion-MNIST run), which the spike-gated surrogate cannot undo; Adam's per-weight step keeps it
-near its init (mean |w| 0.24 after 16k images at lr 1e-3).
+``weight_decay``). Measured on full Fashion-MNIST (LeNet, T 10, the analog image every step):
+plain SGD grew the first conv kernel's mean |w| from 0.23 to 9.0 in 4 epochs, until its neurons
+fired at almost every step, and validation fell after epoch 1 (84.1 -> 82.0 %); Adam (lr 1e-3,
+5 epochs) grew it to 1.15 (validation 80.4, 78.3, 80.9, 81.9, 81.9 %), and both ended at the same
+test accuracy (81.02 % and 81.05 %; README, "Directly trained SNNs on full Fashion-MNIST").
 """
 import keras
 
