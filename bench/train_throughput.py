@@ -340,8 +340,7 @@ def _vgg5_tfsnn(b, t, jit, jit_neurons=True):
     for layer in model.layers:
         if isinstance(layer, LIF):
             layer.jit_compile = jit_neurons
-    jit = {} if jit is None else {"jit_compile": jit}  # None: the library's default
-    hybrid.compile_for_fine_tuning(model, VGG5_LR, VGG5_WD, **jit)
+    hybrid.compile_for_fine_tuning(model, VGG5_LR, VGG5_WD, jit_compile=jit)  # None: default
     return lambda x, y: model.train_on_batch(x, y)
 
 

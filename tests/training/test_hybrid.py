@@ -2,6 +2,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tfsnn.models import spiking as snn_models
 from tfsnn.layers import encoders as enc
@@ -143,7 +144,6 @@ def test_whole_step_xla_gradients_equal_graph_mode():
     """Fine-tuning's default compiles the whole train step with XLA: its gradients (a conv
     Rathi SNN with a spiking pool, leak < 1, STDB surrogate) equal those of the same step traced
     without XLA, whose neuron ops are checked against per-step autograd in tests/layers."""
-    import tensorflow as tf
     snn = snn_models.snn("vgg5", 10, 3, (8, 8, 1), encoder="direct", fc_widths=[8, 8], leak=0.95)
     snn.compile(jit_compile=False)
     x = tf.constant(np.random.default_rng(0).uniform(0, 1, (4, 8, 8, 1)), tf.float32)
@@ -167,3 +167,7 @@ def test_whole_step_xla_gradients_equal_graph_mode():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(tf.reduce_max(tf.abs(b))) + 1e-7)
     hybrid.compile_for_fine_tuning(snn)
     assert snn.jit_compile is True  # the default
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():  # replicas: neuron loops only
+        net = mlp([4, 2], 3, spiking=True)
+        hybrid.compile_for_fine_tuning(net)
+    assert net.jit_compile is False and net.get_layer("s0").jit_compile is True

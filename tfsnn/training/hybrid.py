@@ -8,6 +8,7 @@ backpropagation", ICLR). The first stage, weight transfer and threshold balancin
 leak stay fixed.
 """
 import keras
+import tensorflow as tf
 
 from tfsnn.layers.neurons.lif import use_xla_loops
 from tfsnn.models import spiking as snn_models
@@ -23,13 +24,18 @@ def add_coupled_weight_decay(model, weight_decay):
 
 
 def compile_for_fine_tuning(snn, learning_rate=1e-4, weight_decay=5e-4, amsgrad=True,
-                            optimizer=None, jit_compile=True, jit_neurons=True):
+                            optimizer=None, jit_compile=None, jit_neurons=True):
     """Compile ``snn`` for STDB fine-tuning: Adam(amsgrad), coupled L2, sparse CE on the
     accumulated output (``from_logits``), accuracy. ``learning_rate`` may be a schedule.
-    ``jit_compile`` (default True): XLA for the whole train step; VGG5 at B 32, T 20 trained at
-    0.97x its dense floor this way vs 1.40x with only the neuron loops compiled
-    (``bench/train_throughput.py --network vgg5``). ``jit_neurons``: XLA for the neurons' time
-    loops at any T (``lif.use_xla_loops``; what runs when ``jit_compile=False``)."""
+    ``jit_compile``: XLA for the whole train step. None (default): True, except inside a
+    ``tf.distribute`` strategy's scope, whose replica variables live on several devices (XLA then
+    fails with "Trying to access resource ... located in device CPU:1 from device CPU:0"). VGG5 at
+    B 32, T 20 trained at 1.01x its dense floor with the whole step compiled vs 1.37x with only
+    the neuron loops (``bench/train_throughput.py --network vgg5``, idle). ``jit_neurons``: XLA
+    for the neurons' time loops at any T (``lif.use_xla_loops``; what runs without
+    ``jit_compile``)."""
+    if jit_compile is None:
+        jit_compile = not tf.distribute.has_strategy()
     add_coupled_weight_decay(snn, weight_decay)
     if jit_neurons:
         use_xla_loops(snn)

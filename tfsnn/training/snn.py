@@ -17,7 +17,6 @@ import json
 import time
 
 import keras
-import tensorflow as tf
 
 from tfsnn import activity, data, runs
 from tfsnn.models import spiking as snn_models
@@ -169,10 +168,7 @@ def build(c, run, train, test, steps):
     found = balancing.convert(ann, snn, images=images, scale=c["scaling_factor"],
                            timesteps=c["balance_timesteps"] or c["timesteps"],
                            batch_size=c["batch_size"], seed=(c["seed"], 7))
-    # XLA for the whole step, except under a multi-device strategy (its all-reduce runs
-    # outside XLA): there only the neuron loops are compiled.
-    hybrid.compile_for_fine_tuning(snn, learning_rate(c, steps), c["weight_decay"],
-                                   jit_compile=not tf.distribute.has_strategy())
+    hybrid.compile_for_fine_tuning(snn, learning_rate(c, steps), c["weight_decay"])
     ann_acc = ann.evaluate(eval_ds(c, *test, c["batch_size"]), verbose=0)[1]
     snn_acc = snn.evaluate(eval_ds(c, *test, c["batch_size"]), verbose=0)[1]
     runs.atomic_write_json(run.path / "conversion.json", dict(
