@@ -13,7 +13,7 @@ def stepwise_mlp(model, images, training=False):
     weights; returns the spike-count logits ``[B, classes]``. Dropout draws a fresh mask per
     step and layer when ``training``."""
     layers = {l.name: l for l in model.layers}
-    timesteps = layers["encoder"].timesteps
+    timesteps = layers["synapse1"].held_steps  # the copy encoding: the image held by synapse1
     x = tf.reshape(tf.convert_to_tensor(images, tf.float32), [tf.shape(images)[0], -1])
     syn = [layers[f"synapse{i}"] for i in (1, 2, 3)]
     neu = [layers[f"neuron{i}"] for i in (1, 2, 3)]

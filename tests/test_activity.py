@@ -293,7 +293,7 @@ def test_train_snn_script_writes_the_report(tmp_path, method, extra):
     assert res["energy_J_per_image"] == pytest.approx(rep["totals"]["energy_J"])
     assert res["energy_J_per_image"]["loihi"] > 0
     names = [r["layer"] for r in rep["rows"]]
-    assert names == (["encoder", "neuron1", "neuron2", "neuron3"] if method == "iir" else
-                     ["conv1", "conv2", "conv3", "fc1", "fc2", "fc3", "fc4"])
-    first = rep["rows"][1 if method == "iir" else 0]  # analog input: the PSP / the image
+    assert names == (["neuron1", "neuron2", "neuron3"] if method == "iir" else  # image held
+                     ["conv1", "conv2", "conv3", "fc1", "fc2", "fc3", "fc4"])  # by synapse1
+    first = rep["rows"][0]  # analog input: the PSP / the image
     assert first["input_macs_per_image"] > 0

@@ -130,6 +130,58 @@ def test_carry_equals_concatenated_input_and_zero_is_stateless(make):
     np.testing.assert_allclose(carry(x[:, :9]).numpy(), y1, atol=0)
 
 
+@pytest.mark.parametrize("make", LAYERS)
+def test_held_input_equals_the_filter_of_the_repeated_frame(make):
+    """``held_steps``: output, final state, carried state and the gradients of the input and of
+    every coefficient equal the plain filter run on the frame repeated T times (float64, so the
+    only difference is the association of the products)."""
+    rng = np.random.default_rng(11)
+    x = tf.constant(rng.normal(size=(4, 2, 3)))
+    held, plain = make(held_steps=9, dtype="float64"), make(dtype="float64")
+    held.build(x.shape)
+    plain.build((4, 9, 2, 3))
+    for h, p in zip(held.weights, plain.weights):  # distinct coefficients per element
+        h.assign(h + rng.normal(scale=0.05, size=h.shape))
+        p.assign(h)
+    init = [tf.constant(rng.normal(size=(4, 2, 3))) for _ in plain.state_shapes((4, 9, 2, 3))]
+    for state in (None, init):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            yh, fh = held(x, initial_state=state, return_state=True)
+            yp, fp = plain(tf.repeat(x[:, None], 9, axis=1), initial_state=state,
+                           return_state=True)
+            w = tf.constant(rng.normal(size=(9, 2, 3)))
+            lh, lp = (tf.reduce_sum(w * y ** 2) + sum(tf.reduce_sum(f) for f in fin)
+                      for y, fin in ((yh, fh), (yp, fp)))
+        assert yh.shape == (4, 9, 2, 3) and held.compute_output_shape(x.shape) == (4, 9, 2, 3)
+        np.testing.assert_allclose(yh.numpy(), yp.numpy(), rtol=1e-12, atol=1e-12)
+        for a, b in zip(fh, fp):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-12)
+        for a, b in zip(tape.gradient(lh, [x, *held.trainable_weights]),
+                        tape.gradient(lp, [x, *plain.trainable_weights])):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
+    carry = make(held_steps=9, state="carry", batch_size=4, dtype="float64")
+    ref = make(dtype="float64")
+    first = carry(x).numpy()
+    np.testing.assert_allclose(first, ref(tf.repeat(x[:, None], 9, axis=1)).numpy(), atol=1e-12)
+    second = carry(x).numpy()  # starts from the carried state: steps 9..17 of the held frame
+    whole = ref(tf.repeat(x[:, None], 18, axis=1)).numpy()
+    np.testing.assert_allclose(second, whole[:, 9:], rtol=1e-10, atol=1e-12)
+
+
+def test_held_steps_config_and_errors(tmp_path):
+    inp = keras.Input((6,))
+    model = keras.Model(inp, F.DualExpIIR(4, 1, held_steps=5, name="a")(inp))
+    assert model.output.shape == (None, 5, 6)
+    x = np.random.default_rng(12).random((2, 6)).astype(np.float32)
+    model.save(tmp_path / "h.keras")
+    back = keras.models.load_model(tmp_path / "h.keras")
+    assert back.get_layer("a").held_steps == 5
+    np.testing.assert_array_equal(back(x).numpy(), model(x).numpy())
+    with pytest.raises(ValueError, match="held_steps"):
+        F.FirstOrderLowPass(4, held_steps=0)
+
+
 def test_carry_state_is_detached():
     """Truncated BPTT: the second call's gradient equals that of a call from a constant state."""
     layer = F.DualExpIIR(4, 1, state="carry", batch_size=2)

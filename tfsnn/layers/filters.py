@@ -23,6 +23,15 @@ r^2``, ``|alpha_1| <= r - alpha_2/r``, the stability triangle scaled by ``r``; l
 until a filter reaches it. ``None`` trains freely, as the original (which can leave the stable
 region and make the output grow without bound).
 
+Held input (``held_steps=T``): the input is one frame ``[B, ...]`` held for ``T`` steps (the copy
+encoding folded into the filter) and the output is ``[B, T, ...]``. The filters are linear and
+time-invariant with per-element coefficients, so that output is ``x`` times the filter's step
+response plus, from a nonzero initial state, each state component times its zero-input response;
+all of these are computed by the filter itself at batch size 1, and no recurrence runs over the
+batch. Equal to the filter of the repeated frame up to float rounding (the products are
+associated differently). snn_mlp_1's first synapse, 784 wide at B 64, T 25: forward + backward
+8.1 -> 4.2 ms.
+
 State modes (``state=``): ``"zero"`` starts every call from zero states; ``"carry"`` (needs a
 fixed ``batch_size``) keeps the final states of each call in non-trainable weights ``[B, ...]``
 (detached: truncated BPTT across calls) and starts the next call from them; ``reset_states()``
@@ -139,6 +148,25 @@ class _ClipRadius(keras.constraints.Constraint):
         return project_dual_exp(w, tf.convert_to_tensor(self.layer.alpha_2), self.r)[0]
 
 
+def held_response(filt, x, timesteps, initial_state=None):
+    """The output ``[B, T, ...]`` and final state of the linear filter ``filt(seq, initial_state)
+    -> (y, final)`` driven by the frame ``x`` ``[B, ...]`` held for ``timesteps`` steps, from
+    ``initial_state`` (zeros if None), by superposition of batch-1 responses (module docstring)."""
+    ones = tf.ones(tf.concat([[1, timesteps], tf.shape(x)[1:]], 0), x.dtype)
+    step, final_step = filt(ones, None)
+    y = x[:, None] * step
+    final = [x * f for f in final_step]
+    if initial_state is not None:
+        initial_state = [tf.cast(s, x.dtype) for s in initial_state]
+        unit, zero = tf.ones_like(ones[:, 0]), tf.zeros_like(ones[:, 0])
+        for i, s in enumerate(initial_state):
+            basis = [unit if j == i else zero for j in range(len(initial_state))]
+            resp, final_resp = filt(tf.zeros_like(ones), basis)
+            y = y + s[:, None] * resp
+            final = [f + s * r for f, r in zip(final, final_resp)]
+    return y, final
+
+
 class StatefulSequenceLayer(keras.layers.Layer):
     """Base of the layers with a recurrence over time: the ``zero`` / ``carry`` state policy.
 
@@ -191,17 +219,55 @@ class StatefulSequenceLayer(keras.layers.Layer):
         return {**super().get_config(), "state": self.state, "batch_size": self.batch_size}
 
 
+class LinearFilter(StatefulSequenceLayer):
+    """Base of the linear, time-invariant, per-element filters: ``filter(x [B, T, ...],
+    initial_state) -> (y, final_state)``, with the ``held_steps`` option (module docstring): the
+    input is then a frame ``[B, ...]``, and coefficients and states have its per-example shape."""
+
+    def __init__(self, state="zero", batch_size=None, held_steps=None, **kwargs):
+        super().__init__(state, batch_size, **kwargs)
+        if held_steps is not None and int(held_steps) < 1:
+            raise ValueError(f"held_steps must be None or >= 1, got {held_steps!r}")
+        self.held_steps = None if held_steps is None else int(held_steps)
+
+    def element_shape(self, input_shape):
+        """The per-element shape of the coefficients and of each state."""
+        return tuple(input_shape[1:] if self.held_steps else input_shape[2:])
+
+    def filter(self, x, initial_state):
+        raise NotImplementedError
+
+    def run(self, x, initial_state):
+        if self.held_steps:
+            return held_response(self.filter, x, self.held_steps, initial_state)
+        return self.filter(x, initial_state)
+
+    def build_state(self, input_shape):
+        if self.held_steps and len(input_shape) < 2:
+            raise ValueError(f"{self.name}: held input must be [batch, ...], got {input_shape}")
+        super().build_state(input_shape if not self.held_steps
+                            else (input_shape[0], self.held_steps, *input_shape[1:]))
+
+    def compute_output_shape(self, input_shape):
+        if self.held_steps:
+            return (input_shape[0], self.held_steps, *input_shape[1:])
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "held_steps": self.held_steps}
+
+
 @keras.saving.register_keras_serializable(package="tfsnn")
-class DualExpIIR(StatefulSequenceLayer):
+class DualExpIIR(LinearFilter):
     """Dual-exponential IIR synapse ``[B, T, ...] -> [B, T, ...]`` with per-element coefficients
-    ``alpha_1, alpha_2, beta_1`` (shape ``input_shape[2:]``), initialised from ``(tau_m, tau_s)``
+    ``alpha_1, alpha_2, beta_1`` (the per-element shape), initialised from ``(tau_m, tau_s)``
     and trained (``train_coefficients=False`` freezes them), within pole radius ``max_radius`` if
     given (module docstring). State: ``[y[t-1], y[t-2]]``.
     """
 
     def __init__(self, tau_m=4.0, tau_s=1.0, train_coefficients=True, state="zero",
-                 batch_size=None, max_radius=None, **kwargs):
-        super().__init__(state, batch_size, **kwargs)
+                 batch_size=None, max_radius=None, held_steps=None, **kwargs):
+        super().__init__(state, batch_size, held_steps, **kwargs)
         if not (tau_m > 0 and tau_s > 0 and tau_m != tau_s):
             raise ValueError(f"need tau_m, tau_s > 0 and tau_m != tau_s, got {tau_m!r}, {tau_s!r}")
         self.tau_m, self.tau_s = float(tau_m), float(tau_s)
@@ -212,7 +278,7 @@ class DualExpIIR(StatefulSequenceLayer):
         return [tuple(input_shape[2:])] * 2
 
     def build(self, input_shape):
-        shape = tuple(input_shape[2:])
+        shape = self.element_shape(input_shape)
         a1, a2, b1 = dual_exp_coefficients(self.tau_m, self.tau_s)
         self.alpha_1, self.alpha_2, self.beta_1 = (
             self.add_weight(name=n, shape=shape, initializer=keras.initializers.Constant(v),
@@ -223,7 +289,7 @@ class DualExpIIR(StatefulSequenceLayer):
             self.alpha_2.constraint = _ClipRadius(self.max_radius, "alpha_2")
         self.build_state(input_shape)
 
-    def run(self, x, initial_state):
+    def filter(self, x, initial_state):
         c = [tf.cast(w, x.dtype) for w in (self.alpha_1, self.alpha_2, self.beta_1)]
         return iir2(x, *c, initial_state=initial_state)
 
@@ -239,13 +305,13 @@ class DualExpIIR(StatefulSequenceLayer):
 
 
 @keras.saving.register_keras_serializable(package="tfsnn")
-class FirstOrderLowPass(StatefulSequenceLayer):
+class FirstOrderLowPass(LinearFilter):
     """First-order low-pass synapse ``y[t] = alpha*y[t-1] + x[t]``, ``[B, T, ...]`` in and out;
     trainable per-element ``alpha`` initialised to ``exp(-1/tau)``. State: ``[y[t-1]]``."""
 
     def __init__(self, tau=4.0, train_coefficients=True, state="zero", batch_size=None,
-                 max_radius=None, **kwargs):
-        super().__init__(state, batch_size, **kwargs)
+                 max_radius=None, held_steps=None, **kwargs):
+        super().__init__(state, batch_size, held_steps, **kwargs)
         if not tau > 0:
             raise ValueError(f"tau must be > 0, got {tau!r}")
         self.tau = float(tau)
@@ -257,12 +323,12 @@ class FirstOrderLowPass(StatefulSequenceLayer):
 
     def build(self, input_shape):
         self.alpha = self.add_weight(
-            name="alpha", shape=tuple(input_shape[2:]), trainable=self.train_coefficients,
+            name="alpha", shape=self.element_shape(input_shape), trainable=self.train_coefficients,
             initializer=keras.initializers.Constant(math.exp(-1.0 / self.tau)),
             constraint=None if self.max_radius is None else _ClipRadius(self.max_radius, "alpha"))
         self.build_state(input_shape)
 
-    def run(self, x, initial_state):
+    def filter(self, x, initial_state):
         return iir1(x, tf.cast(self.alpha, x.dtype), initial_state)
 
     def stability(self):
@@ -275,13 +341,13 @@ class FirstOrderLowPass(StatefulSequenceLayer):
 
 
 @keras.saving.register_keras_serializable(package="tfsnn")
-class DualExpReadoutFilter(StatefulSequenceLayer):
+class DualExpReadoutFilter(LinearFilter):
     """The fixed (normalised) dual-exponential filter ``V0*(m - s)`` of §A.2.3, ``[B, T, ...]``
     in and out, no weights. State: ``[m, s]``."""
 
     def __init__(self, tau_m=8.0, tau_s=2.0, normalize=True, state="zero", batch_size=None,
-                 **kwargs):
-        super().__init__(state, batch_size, **kwargs)
+                 held_steps=None, **kwargs):
+        super().__init__(state, batch_size, held_steps, **kwargs)
         if not (tau_m > 0 and tau_s > 0 and tau_m != tau_s):
             raise ValueError(f"need tau_m, tau_s > 0 and tau_m != tau_s, got {tau_m!r}, {tau_s!r}")
         self.tau_m, self.tau_s = float(tau_m), float(tau_s)
@@ -293,7 +359,7 @@ class DualExpReadoutFilter(StatefulSequenceLayer):
     def build(self, input_shape):
         self.build_state(input_shape)
 
-    def run(self, x, initial_state):
+    def filter(self, x, initial_state):
         return dual_exp_readout(x, self.tau_m, self.tau_s, self.normalize, initial_state)
 
     def get_config(self):

@@ -11,13 +11,15 @@ IIR nets, functional Keras models, image input ``[B, 28, 28, 1]`` in [0, 1]
 * ``associative_memory_net``: spikes ``[B, 300, 300]`` -> IIR -> 500 -> IIR -> 200 -> IIR ->
   500 -> IIR -> 300 output spikes ``[B, T, 300]`` (tau_m = 8, tau_s = 2; 506,000 trainable).
 
-``encoding``: ``"copy"`` (the analog image at every step, ``DirectEncoder``) or ``"poisson"``
+``encoding``: ``"copy"`` (the analog image at every step: the first synapse holds the image for
+``timesteps`` steps, ``held_steps``, which equals a ``DirectEncoder`` followed by the filter and
+skips its recurrence over the batch; ``tfsnn.layers.filters``) or ``"poisson"``
 (``PoissonEncoder``, spike iff ``x > U(0,1)``, redrawn every call). ``state``: ``"zero"`` or
 ``"carry"`` (needs ``batch_size``; see ``tfsnn.layers.filters``).
 """
 import keras
 
-from tfsnn.layers.encoders import DirectEncoder, PoissonEncoder
+from tfsnn.layers.encoders import PoissonEncoder
 from tfsnn.layers.filters import DualExpIIR, FirstOrderLowPass
 from tfsnn.layers.neurons.iir import IIRSpikingConv2D, IIRSpikingDense, PSPMaxPool2D
 from tfsnn.layers.readouts import SumReadout
@@ -26,18 +28,21 @@ ENCODINGS = ("copy", "poisson")
 IIR_MODELS = ("snn_mlp_1", "snn_mlp_2", "snn_conv_1")
 
 
-def _encoder(encoding, timesteps, name="encoder"):
+def _encode(h, encoding, timesteps):
+    """``(h, held_steps)`` for the first synapse: the image itself, held for ``timesteps`` steps
+    by that synapse (copy), or its Poisson spikes ``[B, T, ...]``."""
     if encoding == "copy":
-        return DirectEncoder(timesteps, name=name)
+        return h, timesteps
     if encoding == "poisson":
-        return PoissonEncoder(timesteps, gain=1.0, strict=True, name=name)
+        return PoissonEncoder(timesteps, gain=1.0, strict=True, name="encoder")(h), None
     raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
 
 
-def _synapse(kind, tau_m, tau_s, sk, name, max_radius):
+def _synapse(kind, tau_m, tau_s, sk, name, max_radius, held_steps=None):
     if kind == "dual_exp":
-        return DualExpIIR(tau_m, tau_s, name=name, max_radius=max_radius, **sk)
-    return FirstOrderLowPass(tau_m, name=name, max_radius=max_radius, **sk)
+        return DualExpIIR(tau_m, tau_s, name=name, max_radius=max_radius, held_steps=held_steps,
+                          **sk)
+    return FirstOrderLowPass(tau_m, name=name, max_radius=max_radius, held_steps=held_steps, **sk)
 
 
 def _mlp(name, synapse, timesteps, encoding, tau_m, tau_s, dropout, state, batch_size,
@@ -45,9 +50,10 @@ def _mlp(name, synapse, timesteps, encoding, tau_m, tau_s, dropout, state, batch
     sk = dict(state=state, batch_size=batch_size)
     inp = keras.Input(input_shape, batch_size=batch_size if state == "carry" else None,
                       name="image")
-    h = _encoder(encoding, timesteps)(keras.layers.Flatten(name="flatten")(inp))
+    h, held = _encode(keras.layers.Flatten(name="flatten")(inp), encoding, timesteps)
     for i, units in enumerate((500, 500, classes), start=1):
-        h = _synapse(synapse, tau_m, tau_s, sk, f"synapse{i}", filter_radius)(h)
+        h = _synapse(synapse, tau_m, tau_s, sk, f"synapse{i}", filter_radius,
+                     held if i == 1 else None)(h)
         h = IIRSpikingDense(units, tau_m=tau_m, name=f"neuron{i}", **sk)(h)
         if i < 3 and dropout:
             h = keras.layers.Dropout(dropout, name=f"dropout{i}")(h)
@@ -76,13 +82,14 @@ def snn_conv_1(timesteps=25, encoding="copy", tau_m=4.0, tau_s=1.0, dropout=0.3,
     sk = dict(state=state, batch_size=batch_size)
     inp = keras.Input(input_shape, batch_size=batch_size if state == "carry" else None,
                       name="image")
-    h = _encoder(encoding, timesteps)(inp)
+    h, held = _encode(inp, encoding, timesteps)
     n = 0
 
     def iir(h):
         nonlocal n
         n += 1
-        return DualExpIIR(tau_m, tau_s, name=f"synapse{n}", max_radius=filter_radius, **sk)(h)
+        return DualExpIIR(tau_m, tau_s, name=f"synapse{n}", max_radius=filter_radius,
+                          held_steps=held if n == 1 else None, **sk)(h)
 
     h = iir(h)
     for i, f in enumerate((32, 32, 64), start=1):
