@@ -37,7 +37,8 @@ training step (forward over T steps, the recipe's loss and optimizer, backward, 
   ``snn.Leaky(beta=1, reset_mechanism="subtract")``, SpikingJelly ``IFNode(v_reset=None)``),
   time-constant dropout masks, Adam(amsgrad, weight_decay 5e-4: PyTorch's coupled L2).
 * ``iir_mlp`` (64, 25, 4): ``tfsnn.models.iir.snn_mlp_1`` (784 - IIR - 500 - drop 0.3 - IIR - 500
-  - drop 0.3 - IIR - 10, spike-count logits; the image copied to every step) compiled by
+  - drop 0.3 - IIR - 10, spike-count logits; the image held for every step by the first
+  synapse, ``held_steps``) compiled by
   ``tfsnn.training.iir.build_model`` (Adam 1e-4, cross-entropy on the counts): dual-exponential
   IIR synapse (tau_m 4, tau_s 1) on each layer's input, IIR neuron (reset recursion, Gaussian
   surrogate). Peers (equal shapes and work, not equal dynamics): snnTorch ``snn.Synaptic(alpha=
@@ -64,7 +65,10 @@ Keras model (time folded into the batch), forward + backward with the recipe's l
 optimizer, no neurons, no synapse filters, no dropout / BatchNorm, no encoder (Poisson frames
 are drawn outside the timing; the IIR and proxy inputs are the image at every step; the proxy
 floor applies conv1 once per image, as the SNN does, and the rest to all B*T frames). The proxy
-``tfsnn`` step does less dense work than its floor (backward on B frames, not B*T).
+``tfsnn`` step does less dense work than its floor (backward on B frames, not B*T). The iir_mlp
+``tfsnn`` step does more: its first synapse's coefficients are trained, so the first layer's
+input gradient (a ``[B*T, 500] x [500, 784]`` matmul) is computed, which the floor, fed the
+image, skips.
 
 Torch variants step over T in Python (snnTorch's model) or in SpikingJelly's multi-step mode
 (``step_mode="m"``, time folded into the batch for the stateless layers).
