@@ -36,7 +36,8 @@ updates): no device model here has a per-op figure for a per-synapse filter (a L
 update filters the *post*-synaptic current), so any number would be invented; the totals are
 thus a lower bound for the IIR nets. With the copy encoding the first filter holds the image
 (``held_steps``): there is no encoder layer, hence no encoder row. ``PSPMaxPool2D`` (a max
-over the PSP, or an OR of spikes) has no synapses and no row; ``Dropout`` / ``Reshape`` / ``SumReadout`` cost nothing.
+over the PSP, or an OR of spikes) has no synapses and no row; ``Dropout`` / ``Reshape`` /
+``SumReadout`` cost nothing.
 
 **Subclassed models with ``snn_record(x)``** (``tfsnn.models.proxy.ProxyNet``): one SNN pass
 returns ``[(synaptic layer, input [B, T', ...], spikes [B, T, ...])]`` in order; each entry is a
