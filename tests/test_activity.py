@@ -78,6 +78,32 @@ def test_counts_equal_brute_force():
         activity.ActivityCounter(m).rows()
 
 
+def test_silent_fraction_counts_neurons_that_never_fired():
+    m = tiny_snn()
+    conv = m.get_layer("conv1").layer
+    k = conv.get_weights()[0]
+    k[..., 1] = -np.abs(k[..., 1])  # channel 1 gets only negative current: never fires
+    conv.set_weights([k])
+    x = np.random.default_rng(2).random((9, 6, 6, 1)).astype(np.float32)
+    c = activity.ActivityCounter(m)
+    fired = np.zeros((3, 3, 3), bool)
+    for i in range(0, 9, 4):
+        outs = c.probe(x[i:i + 4])
+        c.add(outs)
+        fired |= np.any(outs[2] != 0, axis=(0, 1))  # spike1's output [B, T, 3, 3, 3]
+    assert not fired[..., 1].any() and fired.any()
+    rows = {r["layer"]: r for r in c.rows()}
+    assert rows["conv1"]["silent_fraction"] == pytest.approx(1 - fired.mean())
+    assert rows["conv1"]["silent_fraction"] >= 1 / 3
+    assert rows["encoder"]["silent_fraction"] is None and rows["output"]["silent_fraction"] is None
+    md = c.report({"dataset": "random"}).markdown()
+    assert "silent (never fired)" in md
+    assert f"{100 * (1 - fired.mean()):.1f} %" in md
+    # rows without the key (e.g. a converted SNN's simulation) render without the column
+    plain = [{k: v for k, v in r.items() if k != "silent_fraction"} for r in c.rows()]
+    assert "silent" not in report.Report.from_rows(plain).markdown()
+
+
 # ------------------------------------------------------------------ IIR nets and ProxyNet
 
 def _rows_match_totals(rep):

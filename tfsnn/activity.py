@@ -14,7 +14,9 @@ Counting rules (exact fan-out, ``tfsnn.geometry``; the same definitions as
   window covering the input, per channel); dense ``units``. ``ann_macs_per_image`` is the same
   layer as an ANN on one frame.
 * a **neuron layer** (``tfsnn.layers.neurons`` layers, and the encoders) emits
-  ``sum |s|`` spikes; ``neurons`` = its output size per step; ``neuron_updates`` = neurons x T.
+  ``sum |s|`` spikes; ``neurons`` = its output size per step; ``neuron_updates`` = neurons x T;
+  ``silent_fraction`` (hidden rows) = the fraction of its neurons that fired on none of the
+  counted images (under a spike-gated surrogate such as Lee's these get no gradient).
 
 Rows are named after the synaptic layer; each carries the neurons / spikes of the first neuron
 layer that follows it (before the next synaptic layer), as in the converted SNN where ``conv3``
@@ -159,7 +161,8 @@ class ActivityCounter:
 
     def _set_plan(self, plan):
         self.plan = plan
-        self._acc = {name: {"spikes": 0.0, "sops": 0.0, "macs": 0.0, "neurons": 0}
+        self._acc = {name: {"spikes": 0.0, "sops": 0.0, "macs": 0.0, "neurons": 0,
+                            "fired": None}
                      for name, *_ in plan}
 
     def probe(self, x):
@@ -205,6 +208,8 @@ class ActivityCounter:
                 acc["neurons"] = int(np.prod(s.shape[2:]))
                 if _integral(s):  # an analog encoder (DirectEncoder) emits no spikes
                     acc["spikes"] += float(np.abs(s).sum(dtype=np.float64))
+                    fired = np.any(s != 0, axis=(0, 1))  # [neurons ...] of this batch
+                    acc["fired"] = fired if acc["fired"] is None else acc["fired"] | fired
             elif role == "output":
                 acc["neurons"] = int(_inner(syn).units if hasattr(_inner(syn), "units")
                                      else np.prod(syn.output.shape[2:]))
@@ -243,7 +248,9 @@ class ActivityCounter:
                 "sops_per_image": a["sops"] / n, "input_macs_per_image": a["macs"] / n,
                 "ann_macs_per_image": float(self._fan[name][1]) if name in self._fan else 0.0,
                 "neuron_updates_per_image": (float(neurons * t) if role in ("encoder", "hidden")
-                                             else 0.0)})
+                                             else 0.0),
+                "silent_fraction": (1.0 - float(np.mean(a["fired"]))
+                                    if role == "hidden" and a["fired"] is not None else None)})
         return rows
 
     @property

@@ -6,6 +6,9 @@ One row per layer, per image (averaged over the N images run):
 ``neurons``                 neurons of the layer (output: its accumulators)
 ``spikes_per_image``        spikes the layer emits (+1 and -1 alike; encoder events once each)
 ``firing_rate``             spikes / neuron / time step, over the T steps run
+``silent_fraction``         optional: fraction of the layer's neurons that fired on none of the N
+                            images (never-firing neurons pass no gradient under spike-gated
+                            surrogates); shown as a column when any row has it
 ``sops_per_image``          synaptic operations the layer *receives* (``tfsnn.accounting``)
 ``input_macs_per_image``    MACs of analog input (the encoder conv: pixels in)
 ``ann_macs_per_image``      MACs of the same layer in the ANN twin (exact fan-out)
@@ -131,6 +134,8 @@ class Report:
                                                            "firing_rate", _rate),
                 ("SOPs/img", "sops_per_image", _num), ("ANN MACs/img", "ann_macs_per_image", _num),
                 ("SOP÷MAC", "sop_over_mac", _ratio)]
+        if any(r.get("silent_fraction") is not None for r in self.rows):
+            cols.insert(4, ("silent (never fired)", "silent_fraction", _pct))
         cols += [(f"E SNN {d} (µJ)", ("energy_J", d), _uj) for d in self.devices]
         cols += [(f"E ANN {d} (µJ)", ("ann_energy_J", d), _uj) for d in self.ann_devices]
         return cols
@@ -234,6 +239,10 @@ def _num(v):
 
 def _rate(v):
     return "" if v is None else f"{float(v):.4f}"
+
+
+def _pct(v):
+    return "" if v is None else f"{100 * float(v):.1f} %"
 
 
 def _ratio(v):
