@@ -67,6 +67,8 @@ flags.DEFINE_integer("ann_epochs", None, "hybrid: ANN training epochs (10; the o
 flags.DEFINE_float("ann_learning_rate", None, "hybrid: ANN SGD learning rate (1e-2).")
 flags.DEFINE_float("scaling_factor", None, "hybrid: threshold scaling after balancing (0.7).")
 flags.DEFINE_integer("balance_examples", None, "hybrid: training images used for balancing (512).")
+flags.DEFINE_integer("fine_tune_examples", None, "hybrid: STDB fine-tuning epochs use the first N "
+                     "training images (0 = all, the default); the ANN trains on the whole split.")
 flags.DEFINE_integer("balance_timesteps", None, "hybrid: steps simulated for balancing "
                      "(default --timesteps; the original used 1000).")
 # iir / associative_memory

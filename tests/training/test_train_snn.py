@@ -47,9 +47,10 @@ def test_spike_bp_run_and_exact_resume(tmp_path):
 def test_hybrid_run_writes_conversion(tmp_path):
     cfg = dict(method="hybrid", model="vgg5", timesteps=8, epochs=1, batch_size=16,
                fc_widths=[16, 16], ann_epochs=1, balance_examples=4, balance_timesteps=30,
-               run_dir=str(tmp_path),
+               run_dir=str(tmp_path), fine_tune_examples=16,
                verbose=0, tensorboard=False)
     res = snn.train(cfg, arrays())
+    assert res["train_examples"] == 16  # STDB on the first 16 of the 32 training images
     conv = json.loads((tmp_path / "conversion.json").read_text())
     assert len(conv["thresholds_unscaled"]) == 5 and conv["scaling_factor"] == 0.7
     assert (tmp_path / "ann.keras").is_file() and 0 <= res["test_accuracy"] <= 1
@@ -63,7 +64,9 @@ def test_flag_errors_name_the_flag(tmp_path):
                       (dict(surrogate="relu"), "--surrogate"), (dict(dataset="svhn"), "--dataset"),
                       (dict(method="hybrid", model="resnet11"), "--model"),
                       (dict(optimizer="rmsprop"), "--optimizer"),
-                      (dict(method="hybrid", optimizer="adam"), "--optimizer")]:
+                      (dict(method="hybrid", optimizer="adam"), "--optimizer"),
+                      (dict(fine_tune_examples=8), "--fine_tune_examples"),
+                      (dict(method="hybrid", fine_tune_examples=-1), "--fine_tune_examples")]:
         with pytest.raises(runs.ConfigError, match=flag):
             snn.resolve(bad)
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "train_snn.py"),
@@ -71,6 +74,17 @@ def test_flag_errors_name_the_flag(tmp_path):
                          text=True, cwd=REPO)
     assert out.returncode != 0 and "--timesteps=0" in out.stderr
     assert not (tmp_path / "checkpoint").exists()
+
+
+def test_fine_tune_split_takes_the_first_images_and_refuses_too_many():
+    train = (np.arange(10)[:, None], np.arange(10) % 2)
+    c = snn.resolve(dict(method="hybrid", fine_tune_examples=4))
+    x, y = snn.fine_tune_split(c, train)
+    np.testing.assert_array_equal(x[:, 0], [0, 1, 2, 3])
+    np.testing.assert_array_equal(y, [0, 1, 0, 1])
+    assert snn.fine_tune_split(snn.resolve(dict(method="hybrid")), train) is train
+    with pytest.raises(runs.ConfigError, match="--fine_tune_examples=11: .* only 10"):
+        snn.fine_tune_split(snn.resolve(dict(method="hybrid", fine_tune_examples=11)), train)
 
 
 def test_spike_bp_optimizer_choice():

@@ -6,7 +6,9 @@ fine-tuning). Run-dir, checkpoint, resume, TensorBoard and error conventions are
 
 ``train(config, arrays=None)``; ``config`` has the keys of ``DEFAULTS`` (the script's flags).
 Extra files in the run dir for ``hybrid``: ``ann.keras`` (the trained ANN, reused on restart)
-and ``conversion.json`` (thresholds and accuracies before fine-tuning).
+and ``conversion.json`` (thresholds and accuracies before fine-tuning). ``fine_tune_examples``
+limits STDB fine-tuning to the first N training images while the ANN trains on all of them
+(a CPU-sized recipe: a fine-tuning epoch costs T times an ANN epoch and more).
 
 Datasets, default models and preprocessing come from the dataset's ``tfsnn.data`` record
 (``tfsnn.data.preprocessing.snn_mnist`` / ``snn_cifar10``): MNIST / Fashion-MNIST ``pixels / 255``
@@ -31,7 +33,8 @@ DEFAULTS = dict(
     max_train_examples=0, max_test_examples=0, validation_examples=5000, seed=0,
     strategy="default", tensorboard=True, verbose=1, leak=None, surrogate=None, fc_widths=None,
     ann_epochs=10, ann_learning_rate=1e-2, scaling_factor=0.7, balance_examples=512,
-    balance_timesteps=None, weight_decay=5e-4, encoding=None, optimizer=None)
+    balance_timesteps=None, weight_decay=5e-4, encoding=None, optimizer=None,
+    fine_tune_examples=0)
 IDENTITY_KEYS = ("method", "model", "dataset", "timesteps", "leak", "surrogate", "fc_widths",
                  "encoding", "scaling_factor", "ann_epochs", "ann_learning_rate",
                  "balance_examples", "balance_timesteps", "optimizer")  # ann.keras and the conversion are reused on restart
@@ -63,6 +66,10 @@ def resolve(config):
     runs.check_run_options(c)
     runs.check_integers(c, ("timesteps", "balance_examples"))
     need(c["ann_epochs"] >= 0, "ann_epochs", "must be >= 0")
+    need(int(c["fine_tune_examples"]) == c["fine_tune_examples"] and c["fine_tune_examples"] >= 0,
+         "fine_tune_examples", "must be an integer >= 0 (0 = the whole training split)")
+    need(not c["fine_tune_examples"] or c["method"] == "hybrid", "fine_tune_examples",
+         "is a hybrid option (spike_bp trains on the whole split; see --max_train_examples)")
     if c["learning_rate"] is None and c["optimizer"] == "adam":
         c["learning_rate"] = ADAM_LR
     if c["learning_rate"] is None:
@@ -155,15 +162,29 @@ def learning_rate(c, steps):
     return step_decay(c["learning_rate"], c["epochs"], steps)
 
 
+def fine_tune_split(c, train):
+    """The ``(images, labels)`` the SNN trains on: hybrid's first ``fine_tune_examples``
+    training images (0: all; never more than the split holds), else ``train`` itself."""
+    n = c["fine_tune_examples"]
+    if not n:
+        return train
+    if n > len(train[0]):
+        raise runs.ConfigError(f"--fine_tune_examples={n}: the training split has only "
+                               f"{len(train[0])} images")
+    return train[0][:n], train[1][:n]
+
+
 def build(c, run, train, test, steps):
-    """The compiled SNN at epoch 0 (for hybrid: ANN training + conversion first)."""
+    """The compiled SNN at epoch 0 (for hybrid: ANN training on all of ``train`` + conversion
+    first); ``steps``: SNN training steps per epoch (the learning-rate schedule's)."""
     num_classes = data.get(c["dataset"]).classes
     shape = data.input_shape(c["dataset"], c["method"])
     snn = make_snn(c, num_classes, shape)
     if c["method"] == "spike_bp":
         return spike_bp.compile_spike_bp(snn, learning_rate(c, steps), c["weight_decay"],
                                          optimizer=c["optimizer"])
-    ann = train_ann(c, run, train, num_classes, shape, steps)
+    ann = train_ann(c, run, train, num_classes, shape,
+                    runs.steps_for(len(train[0]), c["batch_size"]))
     images = preprocess(c, train[0][:c["balance_examples"]], False)
     found = balancing.convert(ann, snn, images=images, scale=c["scaling_factor"],
                            timesteps=c["balance_timesteps"] or c["timesteps"],
@@ -196,19 +217,20 @@ def _train(c, run, arrays, strategy):
     train_, val, test = arrays or runs.check_split(c, data.split_run(c))
     run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"], EXTRAS)
     keras.utils.set_random_seed(c["seed"])
-    steps = runs.steps_for(len(train_[0]), c["batch_size"])
+    tune = fine_tune_split(c, train_)
+    steps = runs.steps_for(len(tune[0]), c["batch_size"])
     val_ds = None if val is None else eval_ds(c, *val, c["batch_size"])
     timer = runs.EpochTimer()
     start = time.perf_counter()
     model = runs.fit(run, lambda: build(c, run, train_, test, steps),
-                     epoch_maker(c, *train_, c["batch_size"], c["seed"]), steps,
+                     epoch_maker(c, *tune, c["batch_size"], c["seed"]), steps,
                      c["epochs"], c["resume"], val_ds=val_ds, strategy=strategy,
                      callbacks=[timer], tensorboard=c["tensorboard"], verbose=c["verbose"],
                      learning_rate=learning_rate(c, steps))
     runs.save_final_model(run, model)
     loss, acc = model.evaluate(eval_ds(c, *test, c["batch_size"]), verbose=0)
     results = dict(test_accuracy=float(acc), test_loss=float(loss),
-                   test_examples=int(len(test[0])), train_examples=int(len(train_[0])),
+                   test_examples=int(len(test[0])), train_examples=int(len(tune[0])),
                    epochs=c["epochs"], method=c["method"], model=c["model"],
                    timesteps=c["timesteps"], seconds_total=time.perf_counter() - start,
                    **timer.summary())
