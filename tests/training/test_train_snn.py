@@ -87,6 +87,14 @@ def test_fine_tune_split_takes_the_first_images_and_refuses_too_many():
         snn.fine_tune_split(snn.resolve(dict(method="hybrid", fine_tune_examples=11)), train)
 
 
+def test_too_many_fine_tune_examples_refused_before_the_run_dir_is_written(tmp_path):
+    cfg = dict(method="hybrid", model="vgg5", timesteps=4, epochs=1, fine_tune_examples=40,
+               run_dir=str(tmp_path / "run"), verbose=0, tensorboard=False)
+    with pytest.raises(runs.ConfigError, match="--fine_tune_examples=40: .* only 32"):
+        snn.train(cfg, arrays())
+    assert not (tmp_path / "run" / "flags.json").exists()
+
+
 def test_spike_bp_optimizer_choice():
     from tfsnn.models import spiking
     from tfsnn.training import spike_bp

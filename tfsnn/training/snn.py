@@ -66,8 +66,7 @@ def resolve(config):
     runs.check_run_options(c)
     runs.check_integers(c, ("timesteps", "balance_examples"))
     need(c["ann_epochs"] >= 0, "ann_epochs", "must be >= 0")
-    need(int(c["fine_tune_examples"]) == c["fine_tune_examples"] and c["fine_tune_examples"] >= 0,
-         "fine_tune_examples", "must be an integer >= 0 (0 = the whole training split)")
+    runs.check_integers(c, ("fine_tune_examples",), minimum=0)
     need(not c["fine_tune_examples"] or c["method"] == "hybrid", "fine_tune_examples",
          "is a hybrid option (spike_bp trains on the whole split; see --max_train_examples)")
     if c["learning_rate"] is None and c["optimizer"] == "adam":
@@ -215,9 +214,9 @@ def _train(c, run, arrays, strategy):
     if (finished := run.start(c, IDENTITY_KEYS)) is not None:
         return finished  # resuming a finished run changes nothing
     train_, val, test = arrays or runs.check_split(c, data.split_run(c))
+    tune = fine_tune_split(c, train_)  # refuses too many images before the run dir is touched
     run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"], EXTRAS)
     keras.utils.set_random_seed(c["seed"])
-    tune = fine_tune_split(c, train_)
     steps = runs.steps_for(len(tune[0]), c["batch_size"])
     val_ds = None if val is None else eval_ds(c, *val, c["batch_size"])
     timer = runs.EpochTimer()
