@@ -94,6 +94,8 @@ flags.DEFINE_integer("freeze_bn_after", None, "proxy: epochs after which BN stat
 flags.DEFINE_bool("augment", None, "proxy: random 26x26 crop placed back with a 1-pixel zero "
                   "border (on).")
 flags.DEFINE_bool("rate_target", None, "proxy: train on spike-rate targets (off).")
+flags.DEFINE_float("target_spikes", None, "proxy: output spikes the true class is trained "
+                   "towards, others 0 (1, the notebook's one-hot; at most --timesteps).")
 # associative_memory
 flags.DEFINE_string("data_path", None, "associative_memory: a patterns .npy (default: "
                     "$TFSNN_DATA_DIR/associative-memory/associative_target.npy, then "

@@ -180,3 +180,23 @@ def test_augment_crop_pad():
     out = proxy.augment(img, tf.constant([[1, 2], [3, 4]], tf.int64)).numpy()
     assert out.shape == (2, 28, 28, 1)
     assert out[:, 0].sum() == 0 and out[:, :, 0].sum() == 0 and out[:, 1:27, 1:27].min() == 1
+
+
+def test_target_spikes_and_rate_target_losses():
+    """The loss against ``k * one_hot`` (``target_spikes``) and ``o/T`` against the one-hot
+    (``rate_target``), checked with numpy; bad values are refused naming the flag."""
+    x, y = batch()
+    o = tf.constant(np.random.default_rng(3).integers(0, 7, (6, 10)), tf.float32)
+    y1 = np.eye(10)[y.numpy()]
+    for kw, ref in (({}, np.mean((o.numpy() - y1) ** 2)),
+                    ({"target_spikes": 4.0}, np.mean((o.numpy() - 4 * y1) ** 2)),
+                    ({"rate_target": True}, np.mean((o.numpy() / 6 - y1) ** 2))):
+        np.testing.assert_allclose(small_net(**kw).proxy_loss(y, o).numpy(), ref, rtol=1e-6)
+    m = small_net(target_spikes=3.0)
+    assert proxy_models.ProxyNet.from_config(m.get_config()).target_spikes == 3.0
+    for bad in ({"target_spikes": 0}, {"target_spikes": 16}, {"rate_target": True,
+                                                              "target_spikes": 2}):
+        with pytest.raises(runs.ConfigError, match="--target_spikes"):
+            proxy.resolve(bad)
+    with pytest.raises(ValueError, match="target_spikes"):
+        small_net(target_spikes=7.0)  # more than timesteps=6

@@ -28,7 +28,8 @@ class ProxyNet(keras.Model):
 
     * ``call(x)`` (inference): the SNN counts. ``call(x, training=True)``: ``a + sg(c - a)``.
     * ``train_step``: SNN forward outside the tape, ANN under it, ``L = mean((o - Y)^2)`` on
-      one-hot ``Y`` (``rate_target``: ``o/T`` instead of ``o``), gradient ``+ weight_decay * w``
+      ``Y = target_spikes * one_hot(y)`` (1: the notebook's; ``rate_target``: ``o/T`` against the
+      one-hot instead), gradient ``+ weight_decay * w``
       (PyTorch's coupled L2), one optimizer step. BN runs in training mode (batch statistics,
       moving statistics updated) while the weight ``bn_update`` is 1; set it to 0 after the first
       epoch (``tfsnn.training.proxy.FreezeBatchNorm``) to freeze both branches' statistics
@@ -38,11 +39,19 @@ class ProxyNet(keras.Model):
     """
 
     def __init__(self, width=128, timesteps=15, threshold=2.0, classes=10,
-                 input_shape=(28, 28, 1), weight_decay=1e-6, rate_target=False, **kwargs):
+                 input_shape=(28, 28, 1), weight_decay=1e-6, rate_target=False, target_spikes=1.0,
+                 **kwargs):
         super().__init__(**kwargs)
         self.width, self.timesteps, self.threshold = int(width), int(timesteps), float(threshold)
         self.classes, self.image_shape = int(classes), tuple(input_shape)
         self.weight_decay, self.rate_target = float(weight_decay), bool(rate_target)
+        self.target_spikes = float(target_spikes)
+        if not 0 < self.target_spikes <= self.timesteps:
+            raise ValueError(f"target_spikes={target_spikes}: must be in (0, timesteps="
+                             f"{self.timesteps}]")
+        if self.rate_target and self.target_spikes != 1:
+            raise ValueError("rate_target compares o/T with the one-hot; target_spikes must "
+                             "stay 1 with it")
         ki = torch_kernel_init
         self.convs = [keras.layers.Conv2D(self.width, 3, padding="same", use_bias=False,
                                           kernel_initializer=ki(), name=f"conv{i}")
@@ -147,10 +156,11 @@ class ProxyNet(keras.Model):
         return a + tf.stop_gradient(c - a)
 
     def proxy_loss(self, y, o):
-        """``mean((o - one_hot(y))^2)`` over B*classes (``o/T`` with ``rate_target``)."""
+        """``mean((o - target_spikes * one_hot(y))^2)`` over B*classes (``o/T`` against the
+        one-hot with ``rate_target``)."""
         o = o / self.timesteps if self.rate_target else o
         y1 = tf.one_hot(tf.cast(tf.reshape(y, [-1]), tf.int32), self.classes, dtype=o.dtype)
-        return tf.reduce_mean(tf.square(o - y1))
+        return tf.reduce_mean(tf.square(o - self.target_spikes * y1))
 
     def train_step(self, data):
         x, y = data[0], data[1]
@@ -182,6 +192,7 @@ class ProxyNet(keras.Model):
         return {"width": self.width, "timesteps": self.timesteps, "threshold": self.threshold,
                 "classes": self.classes, "input_shape": list(self.image_shape),
                 "weight_decay": self.weight_decay, "rate_target": self.rate_target,
+                "target_spikes": self.target_spikes,
                 "name": self.name}
 
 

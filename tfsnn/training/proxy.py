@@ -1,8 +1,8 @@
 """Proxy learning (Kheradpisheh et al.; docs/specs/iir_and_proxy.md Part B, §C.3): ``train(config)``.
 
 The IF SNN and the ReLU ANN share every kernel and BatchNorm gamma/beta (``ProxyNet``); the
-SNN's output spike counts replace the ANN's output in ``L = mean((o - one_hot(y))^2)`` and the
-error is backpropagated through the ANN. BatchNorm statistics are separate per branch, trained
+SNN's output spike counts replace the ANN's output in ``L = mean((o - k one_hot(y))^2)``
+(``k = target_spikes``, 1 in the notebook) and the error is backpropagated through the ANN. BatchNorm statistics are separate per branch, trained
 in epoch 0 and frozen from epoch ``freeze_bn_after`` on (``FreezeBatchNorm``); gamma/beta keep
 training. Adam(lr 1e-4, betas (0.8, 0.99), eps 1e-8) plus PyTorch's coupled L2
 (``weight_decay`` 1e-6 added to the gradient), constant lr, batch 100 (last partial batch
@@ -28,10 +28,11 @@ from tfsnn.training import distribute
 DEFAULTS = dict(
     dataset="fashion_mnist", width=128, timesteps=15, threshold=2.0, epochs=100, batch_size=100,
     learning_rate=1e-4, beta_1=0.8, beta_2=0.99, epsilon=1e-8, weight_decay=1e-6,
-    freeze_bn_after=1, augment=True, rate_target=False, max_train_examples=0,
+    freeze_bn_after=1, augment=True, rate_target=False, target_spikes=1.0,
+    max_train_examples=0,
     max_test_examples=0, seed=2020, run_dir=None, resume=False, overwrite=False,
     strategy="default", tensorboard=True, verbose=1)
-IDENTITY_KEYS = ("dataset", "width", "timesteps", "threshold", "rate_target")
+IDENTITY_KEYS = ("dataset", "width", "timesteps", "threshold", "rate_target", "target_spikes")
 augment = proxy_augment  # RandomCrop(26) + Pad(1) of float images [B, 28, 28, C]
 
 
@@ -61,6 +62,10 @@ def resolve(config):
     for flag in ("beta_1", "beta_2"):
         need(0.0 <= c[flag] < 1.0, flag, "must be in [0, 1)")
     need(c["weight_decay"] >= 0, "weight_decay", "must be >= 0")
+    need(0 < c["target_spikes"] <= c["timesteps"], "target_spikes",
+         f"must be in (0, --timesteps={c['timesteps']}] (output spikes the true class aims at)")
+    need(not (c["rate_target"] and c["target_spikes"] != 1), "target_spikes",
+         "--rate_target already sets the target (o/T against the one-hot); leave it at 1")
     need(int(c["freeze_bn_after"]) == c["freeze_bn_after"] and c["freeze_bn_after"] >= 0,
          "freeze_bn_after", "must be an integer >= 0 (epochs of BN training)")
     c["run_dir"] = c["run_dir"] or f"logs/proxy_{c['dataset']}_w{c['width']}_T{c['timesteps']}"
@@ -81,7 +86,8 @@ def epoch_maker(x, y, c):
 def build_model(c):
     model = proxy_fashion_mnist(
         width=c["width"], timesteps=c["timesteps"], threshold=c["threshold"],
-        weight_decay=c["weight_decay"], rate_target=c["rate_target"])
+        weight_decay=c["weight_decay"], rate_target=c["rate_target"],
+        target_spikes=c["target_spikes"])
     model.compile(optimizer=keras.optimizers.Adam(c["learning_rate"], beta_1=c["beta_1"],
                                                   beta_2=c["beta_2"], epsilon=c["epsilon"]))
     return model
