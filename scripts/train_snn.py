@@ -80,7 +80,9 @@ flags.DEFINE_float("tau_s", None, "iir/associative_memory: synapse time constant
 flags.DEFINE_float("filter_radius", None, "iir/associative_memory: keep every IIR synapse pole "
                    "within this radius during training (0.99); 0 trains the coefficients freely, "
                    "as the original, which can turn filters unstable.")
-flags.DEFINE_float("dropout", None, "iir: dropout rate (0.3).")
+flags.DEFINE_float("dropout", None, "iir: dropout rate (0.3); spike_bp/hybrid: the SNN's "
+                   "dropout rate, conv and FC alike (default: the architecture's, e.g. VGG conv "
+                   "0.3 / FC 0.5; hybrid's ANN always trains with those).")
 flags.DEFINE_list("lr_milestones", None, "iir/associative_memory: epochs where the learning rate "
                   "is multiplied by --lr_gamma (50,100 / 50,100,150).")
 flags.DEFINE_float("lr_gamma", None, "iir/associative_memory: learning-rate decay factor (0.1).")

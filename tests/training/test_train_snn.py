@@ -66,7 +66,8 @@ def test_flag_errors_name_the_flag(tmp_path):
                       (dict(optimizer="rmsprop"), "--optimizer"),
                       (dict(method="hybrid", optimizer="adam"), "--optimizer"),
                       (dict(fine_tune_examples=8), "--fine_tune_examples"),
-                      (dict(method="hybrid", fine_tune_examples=-1), "--fine_tune_examples")]:
+                      (dict(method="hybrid", fine_tune_examples=-1), "--fine_tune_examples"),
+                      (dict(method="hybrid", dropout=1.0), "--dropout")]:
         with pytest.raises(runs.ConfigError, match=flag):
             snn.resolve(bad)
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "train_snn.py"),
@@ -74,6 +75,17 @@ def test_flag_errors_name_the_flag(tmp_path):
                          text=True, cwd=REPO)
     assert out.returncode != 0 and "--timesteps=0" in out.stderr
     assert not (tmp_path / "checkpoint").exists()
+
+
+def test_dropout_flag_sets_the_snn_dropout_rates():
+    """``--dropout`` replaces the architecture's conv / FC rates of the SNN (VGG5: 0.3 / 0.5)."""
+    def rates(**kw):
+        c = snn.resolve(dict(method="hybrid", model="vgg5", timesteps=2, **kw))
+        m = snn.make_snn(c, 10, (28, 28, 1))
+        return sorted({layer.rate for layer in m.layers if hasattr(layer, "rate")})
+    assert rates() == [0.3, 0.5]
+    assert rates(dropout=0.0) in ([], [0.0])
+    assert rates(dropout=0.2) == [0.2]
 
 
 def test_fine_tune_split_takes_the_first_images_and_refuses_too_many():

@@ -34,7 +34,7 @@ DEFAULTS = dict(
     strategy="default", tensorboard=True, verbose=1, leak=None, surrogate=None, fc_widths=None,
     ann_epochs=10, ann_learning_rate=1e-2, scaling_factor=0.7, balance_examples=512,
     balance_timesteps=None, weight_decay=5e-4, encoding=None, optimizer=None,
-    fine_tune_examples=0)
+    fine_tune_examples=0, dropout=None)
 IDENTITY_KEYS = ("method", "model", "dataset", "timesteps", "leak", "surrogate", "fc_widths",
                  "encoding", "scaling_factor", "ann_epochs", "ann_learning_rate",
                  "balance_examples", "balance_timesteps", "optimizer")  # ann.keras and the conversion are reused on restart
@@ -84,6 +84,7 @@ def resolve(config):
         need(c["optimizer"] in spike_bp.OPTIMIZERS, "optimizer",
              f"must be one of {', '.join(spike_bp.OPTIMIZERS)}")
     need(c["leak"] is None or 0 < c["leak"] <= 1, "leak", "must be in (0, 1]")
+    need(c["dropout"] is None or 0 <= c["dropout"] < 1, "dropout", "must be in [0, 1)")
     need(c["encoding"] in ENCODINGS, "encoding",
          f"must be one of {', '.join(e for e in ENCODINGS if e)} (unset: poisson)")
     if c["surrogate"] is not None:
@@ -129,7 +130,8 @@ def _encoder(c):
 def make_snn(c, num_classes, shape):
     kw = {"surrogate": c["surrogate"]} if c["surrogate"] else None
     return snn_models.snn(c["model"], c["timesteps"], num_classes, shape, encoder=_encoder(c),
-                          leak=c["leak"], neuron_kwargs=kw, fc_widths=c["fc_widths"])
+                          leak=c["leak"], neuron_kwargs=kw, fc_widths=c["fc_widths"],
+                          dropout=c["dropout"])
 
 
 def train_ann(c, run, train, num_classes, shape, strategy_steps):
