@@ -83,9 +83,11 @@ flags.DEFINE_float("filter_radius", None, "iir/associative_memory: keep every II
 flags.DEFINE_float("dropout", None, "iir: dropout rate (0.3); spike_bp/hybrid: the SNN's "
                    "dropout rate, conv and FC alike (default: the architecture's, e.g. VGG conv "
                    "0.3 / FC 0.5; hybrid's ANN always trains with those).")
-flags.DEFINE_list("lr_milestones", None, "iir/associative_memory: epochs where the learning rate "
-                  "is multiplied by --lr_gamma (50,100 / 50,100,150).")
-flags.DEFINE_float("lr_gamma", None, "iir/associative_memory: learning-rate decay factor (0.1).")
+flags.DEFINE_list("lr_milestones", None, "iir/associative_memory/proxy: epochs where the learning "
+                  "rate is multiplied by --lr_gamma (50,100 / 50,100,150 / none: the proxy "
+                  "recipe's lr is constant).")
+flags.DEFINE_float("lr_gamma", None, "iir/associative_memory/proxy: learning-rate decay factor "
+                   "(0.1).")
 # proxy
 flags.DEFINE_integer("width", None, "proxy: channels of the first conv (128).")
 flags.DEFINE_float("threshold", None, "proxy: IF threshold (2.0).")

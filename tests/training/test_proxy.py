@@ -200,3 +200,17 @@ def test_target_spikes_and_rate_target_losses():
             proxy.resolve(bad)
     with pytest.raises(ValueError, match="target_spikes"):
         small_net(target_spikes=7.0)  # more than timesteps=6
+
+
+def test_lr_milestones_schedule():
+    """``--lr_milestones`` / ``--lr_gamma``: x gamma from each milestone epoch on (constant by
+    default, the recipe's); bad values name the flag."""
+    c = proxy.resolve({"learning_rate": 1e-3, "lr_milestones": "2,3", "lr_gamma": 0.5})
+    assert c["lr_milestones"] == [2, 3]
+    sched = proxy.learning_rate(c, steps_per_epoch=10)
+    got = [float(sched(s)) for s in (0, 19, 20, 29, 30, 100)]
+    np.testing.assert_allclose(got, [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4], rtol=1e-6)
+    assert proxy.learning_rate(proxy.resolve({}), 10) == 1e-4
+    for bad, flag in (({"lr_milestones": "3,2"}, "--lr_milestones"), ({"lr_gamma": 0}, "--lr_gamma")):
+        with pytest.raises(runs.ConfigError, match=flag):
+            proxy.resolve(bad)

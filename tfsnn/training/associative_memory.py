@@ -37,8 +37,8 @@ from tfsnn.data import bundled
 from tfsnn.losses import FilteredMSE
 from tfsnn.models import iir as iir_models
 from tfsnn.training.iir import (FilterStability, check_filter_radius, filter_radius,
-                                filter_stability, parse_milestones)
-from tfsnn.training.schedules import multistep_lr
+                                filter_stability)
+from tfsnn.training.schedules import multistep_lr, parse_milestones
 
 DATA_FILE = "associative_target.npy"
 DEFAULTS = dict(

@@ -24,7 +24,7 @@ import keras
 from tfsnn import activity, data, runs
 from tfsnn.models import iir as iir_models
 from tfsnn.layers.filters import DualExpIIR, FirstOrderLowPass
-from tfsnn.training.schedules import multistep_lr
+from tfsnn.training.schedules import multistep_lr, parse_milestones
 from tfsnn.training import distribute
 
 DEFAULTS = dict(
@@ -73,17 +73,6 @@ def check_filter_radius(c, need):
 def filter_radius(c):
     """The layers' ``max_radius`` of a config (None for 0)."""
     return c["filter_radius"] or None
-
-
-def parse_milestones(v, need, flag="lr_milestones"):
-    """``"50,100"`` or a sequence -> sorted list of epoch numbers (``need`` reports errors)."""
-    try:
-        ms = [int(m) for m in (v.split(",") if isinstance(v, str) else v) if str(m).strip()]
-    except (TypeError, ValueError):
-        ms = None
-    need(ms is not None and ms == sorted(ms) and all(m >= 1 for m in ms), flag,
-         "must be increasing epoch numbers >= 1, e.g. 50,100")
-    return ms
 
 
 def epoch_maker(x, y, batch_size, seed, drop_remainder, dataset=DEFAULTS["dataset"]):

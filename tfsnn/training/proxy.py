@@ -5,7 +5,8 @@ SNN's output spike counts replace the ANN's output in ``L = mean((o - k one_hot(
 (``k = target_spikes``, 1 in the notebook) and the error is backpropagated through the ANN. BatchNorm statistics are separate per branch, trained
 in epoch 0 and frozen from epoch ``freeze_bn_after`` on (``FreezeBatchNorm``); gamma/beta keep
 training. Adam(lr 1e-4, betas (0.8, 0.99), eps 1e-8) plus PyTorch's coupled L2
-(``weight_decay`` 1e-6 added to the gradient), constant lr, batch 100 (last partial batch
+(``weight_decay`` 1e-6 added to the gradient), constant lr (``lr_milestones``: x ``lr_gamma``
+at those epochs, not in the recipe), batch 100 (last partial batch
 dropped), train augmentation RandomCrop(26) + Pad(1), pixels ``/255`` (the dataset record's
 ``proxy`` preprocessing). Each epoch's test evaluation is the history's ``val_*`` columns (the
 notebook's per-epoch test curve); ``strict_accuracy`` (ties wrong) is the headline metric,
@@ -24,11 +25,13 @@ from tfsnn import activity, data, runs
 from tfsnn.data.preprocessing import proxy_augment, proxy_crop_pad
 from tfsnn.models.proxy import proxy_fashion_mnist
 from tfsnn.training import distribute
+from tfsnn.training.schedules import multistep_lr, parse_milestones
 
 DEFAULTS = dict(
     dataset="fashion_mnist", width=128, timesteps=15, threshold=2.0, epochs=100, batch_size=100,
     learning_rate=1e-4, beta_1=0.8, beta_2=0.99, epsilon=1e-8, weight_decay=1e-6,
-    freeze_bn_after=1, augment=True, rate_target=False, target_spikes=1.0,
+    freeze_bn_after=1, augment=True, rate_target=False, target_spikes=1.0, lr_milestones=(),
+    lr_gamma=0.1,
     max_train_examples=0,
     max_test_examples=0, seed=2020, run_dir=None, resume=False, overwrite=False,
     strategy="default", tensorboard=True, verbose=1)
@@ -62,6 +65,8 @@ def resolve(config):
     for flag in ("beta_1", "beta_2"):
         need(0.0 <= c[flag] < 1.0, flag, "must be in [0, 1)")
     need(c["weight_decay"] >= 0, "weight_decay", "must be >= 0")
+    need(c["lr_gamma"] > 0, "lr_gamma", "must be > 0")
+    c["lr_milestones"] = parse_milestones(c["lr_milestones"], need)
     need(0 < c["target_spikes"] <= c["timesteps"], "target_spikes",
          f"must be in (0, --timesteps={c['timesteps']}] (output spikes the true class aims at)")
     need(not (c["rate_target"] and c["target_spikes"] != 1), "target_spikes",
@@ -83,12 +88,19 @@ def epoch_maker(x, y, c):
                             with_indices=True)
 
 
-def build_model(c):
+def learning_rate(c, steps_per_epoch):
+    """Constant ``learning_rate`` (the recipe's), or ``x lr_gamma`` at each ``lr_milestones``
+    epoch."""
+    return multistep_lr(c["learning_rate"], c["lr_milestones"], c["lr_gamma"], steps_per_epoch)
+
+
+def build_model(c, steps_per_epoch=1):
     model = proxy_fashion_mnist(
         width=c["width"], timesteps=c["timesteps"], threshold=c["threshold"],
         weight_decay=c["weight_decay"], rate_target=c["rate_target"],
         target_spikes=c["target_spikes"])
-    model.compile(optimizer=keras.optimizers.Adam(c["learning_rate"], beta_1=c["beta_1"],
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate(c, steps_per_epoch),
+                                                  beta_1=c["beta_1"],
                                                   beta_2=c["beta_2"], epsilon=c["epsilon"]))
     return model
 
@@ -126,11 +138,12 @@ def _train(c, run, arrays, callbacks, strategy):
                            lambda b: data.preprocess(c["dataset"], b, False, "proxy"))
     timer = runs.EpochTimer()
     start = time.perf_counter()
-    model = runs.fit(run, lambda: build_model(c), epoch_maker(xtr, ytr, c), steps, c["epochs"],
+    model = runs.fit(run, lambda: build_model(c, steps), epoch_maker(xtr, ytr, c), steps,
+                     c["epochs"],
                      c["resume"], val_ds=test_ds, strategy=strategy,
                      callbacks=[FreezeBatchNorm(c["freeze_bn_after"]), timer, *callbacks],
                      tensorboard=c["tensorboard"], verbose=c["verbose"],
-                     learning_rate=c["learning_rate"])
+                     learning_rate=learning_rate(c, steps))
     runs.save_final_model(run, model)
     ev = model.evaluate(test_ds, verbose=0, return_dict=True)
     hist = runs.read_history(run.history)

@@ -23,3 +23,14 @@ def step_decay(learning_rate, epochs, steps_per_epoch, reduce=10.0,
         return float(learning_rate)
     values = [learning_rate / reduce ** i for i in range(len(bounds) + 1)]
     return keras.optimizers.schedules.PiecewiseConstantDecay(bounds, values)
+
+
+def parse_milestones(v, need, flag="lr_milestones"):
+    """``"50,100"`` or a sequence -> sorted list of epoch numbers (``need`` reports errors)."""
+    try:
+        ms = [int(m) for m in (v.split(",") if isinstance(v, str) else v) if str(m).strip()]
+    except (TypeError, ValueError):
+        ms = None
+    need(ms is not None and ms == sorted(ms) and all(m >= 1 for m in ms), flag,
+         "must be increasing epoch numbers >= 1, e.g. 50,100")
+    return ms
