@@ -114,6 +114,22 @@ def test_resume_refuses_changed_flags_and_allows_extension(tmp_path):
         run.check(c, (), False)
 
 
+def test_resume_of_a_run_older_than_an_option_takes_its_default(tmp_path):
+    """A flags.json written before an option existed resumes when the option is at its default
+    and is refused when it is set to something else."""
+    run = runs.RunDir(tmp_path / "r")
+    c = {"epochs": 2, "seed": 0, "resume": False}
+    run.prepare(c, (), False)
+    committer(run, None).on_epoch_end(0, {"loss": 1.0})
+    defaults = {"epochs": 5, "seed": 0, "resume": False, "new_option": (), "gamma": 0.1}
+    now = {**c, "epochs": 3, "resume": True, "new_option": [], "gamma": 0.1}
+    assert run.check(now, (), True, defaults=defaults) == 1
+    with pytest.raises(runs.ConfigError, match="--new_option=\\[\\]"):
+        run.check(now, (), True)  # without the defaults the new option is a change
+    with pytest.raises(runs.ConfigError, match="--gamma=0.5 differs from the run's 0.1"):
+        run.check({**now, "gamma": 0.5}, (), True, defaults=defaults)
+
+
 def test_damaged_state_files_are_named(tmp_path):
     run = runs.RunDir(tmp_path / "r")
     run.prepare({"epochs": 3}, (), False)

@@ -438,19 +438,22 @@ class RunDir:
         return any(p.exists() for p in (self.pointer, self.checkpoint_dir / "last.keras",
                                         self.model, self.results, self.history))
 
-    def start(self, config, identity_keys):
+    def start(self, config, identity_keys, defaults=None):
         """``check`` a run config's ``resume``/``overwrite`` against the directory; returns the
         saved results if ``--resume`` finds the run already finished (resuming it changes
         nothing), else None."""
-        self.check(config, identity_keys, config["resume"], config["overwrite"])
+        self.check(config, identity_keys, config["resume"], config["overwrite"], defaults)
         if config["resume"]:
             return self.finished_results(config["epochs"])
         return None
 
-    def check(self, config, identity_keys, resume, overwrite=False):
+    def check(self, config, identity_keys, resume, overwrite=False, defaults=None):
         """The checks of ``prepare`` without touching the directory; returns the epochs done.
 
-        Call it before loading data so that a refused restart costs nothing."""
+        Call it before loading data so that a refused restart costs nothing. ``defaults`` (the
+        method's option defaults): an option missing from the saved flags.json (the run
+        predates it) counts as its default, so ``--resume`` of an older run is refused only
+        when such an option is set to something else."""
         if self.path.exists() and not self.path.is_dir():
             raise RunError(f"--run_dir {self.path}: exists and is not a directory")
         saved = self.saved_flags()
@@ -469,6 +472,9 @@ class RunDir:
                               "run without --resume to start training.")
         if resume:
             now = json.loads(json.dumps(config))
+            if saved is not None:  # options added since the run started: their defaults
+                base = json.loads(json.dumps(defaults or {}))
+                saved = {**{k: v for k, v in base.items() if k not in saved}, **saved}
             diff = [k for k in sorted(set(saved or {}) | set(now))
                     if k not in RESUME_MAY_CHANGE and (saved or {}).get(k) != now.get(k)]
             if diff:
@@ -488,7 +494,7 @@ class RunDir:
                               "results.json / history.csv); pass --overwrite to start anew.")
         return done
 
-    def prepare(self, config, identity_keys, resume, overwrite=False, extras=()):
+    def prepare(self, config, identity_keys, resume, overwrite=False, extras=(), defaults=None):
         """Check ``config`` against what the directory holds, then record it.
 
         Fails (``ConfigError`` naming the flag) when the directory was made with a different
@@ -507,7 +513,7 @@ class RunDir:
         if str(self.path.resolve()) not in _HELD:
             self._lock = self.lock()
             self._lock.__enter__()
-        done = self.check(config, identity_keys, resume, overwrite)
+        done = self.check(config, identity_keys, resume, overwrite, defaults)
         self.clean_leftovers()
         if overwrite and not resume:
             shutil.rmtree(self.checkpoint_dir, ignore_errors=True)

@@ -226,11 +226,12 @@ def train(config, patterns=None, callbacks=()):
 
 
 def _train(c, run, patterns, callbacks):
-    if (finished := run.start(c, IDENTITY_KEYS)) is not None:
+    if (finished := run.start(c, IDENTITY_KEYS, DEFAULTS)) is not None:
         return finished  # resuming a finished run changes nothing
     patterns = load_patterns(c["data_path"]) if patterns is None else np.asarray(patterns,
                                                                                    np.float32)
-    run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"], ("reconstructions.png",))
+    run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"], ("reconstructions.png",),
+                defaults=DEFAULTS)
     keras.utils.set_random_seed(c["seed"])
     steps = len(patterns) * c["repeats"] // c["batch_size"]
     dev = epoch_maker(patterns, c, c["seed"] + DEV_SEED_OFFSET, c["dev_repeats"], False)

@@ -134,7 +134,7 @@ def train(config, arrays=None, callbacks=()):
 
 
 def _train(c, run, arrays, callbacks, strategy):
-    if (finished := run.start(c, IDENTITY_KEYS)) is not None:
+    if (finished := run.start(c, IDENTITY_KEYS, DEFAULTS)) is not None:
         return finished  # resuming a finished run changes nothing
     (xtr, ytr), val, (xte, yte) = arrays or runs.check_split(c, data.split_run(c))
     drop = c["state"] == "carry"
@@ -145,7 +145,7 @@ def _train(c, run, arrays, callbacks, strategy):
     if drop and (len(xte) < bs or (val is not None and len(val[0]) < bs)):
         raise runs.ConfigError(f"--batch_size={bs}: --state=carry needs at least one full batch "
                                "in the dev and test splits")
-    run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"])
+    run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"], defaults=DEFAULTS)
     keras.utils.set_random_seed(c["seed"])
     val_ds = None if val is None else eval_dataset(*val, bs, drop, c["dataset"])
     timer = runs.EpochTimer()

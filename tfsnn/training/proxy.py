@@ -119,7 +119,7 @@ def train(config, arrays=None, callbacks=()):
 
 
 def _train(c, run, arrays, callbacks, strategy):
-    if (finished := run.start(c, IDENTITY_KEYS)) is not None:
+    if (finished := run.start(c, IDENTITY_KEYS, DEFAULTS)) is not None:
         return finished  # resuming a finished run changes nothing
     (xtr, ytr), (xte, yte) = arrays or data.load(c["dataset"])
     if c["max_train_examples"]:
@@ -132,7 +132,7 @@ def _train(c, run, arrays, callbacks, strategy):
     if steps < 1:
         raise runs.ConfigError(f"--batch_size={c['batch_size']}: larger than the {len(xtr)} "
                                "training images")
-    run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"])
+    run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"], defaults=DEFAULTS)
     keras.utils.set_random_seed(c["seed"])
     test_ds = data.batches(xte, yte, c["batch_size"],
                            lambda b: data.preprocess(c["dataset"], b, False, "proxy"))

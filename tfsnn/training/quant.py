@@ -121,10 +121,11 @@ def train(config, arrays=None, callbacks=()):
 
 
 def _train(c, run, arrays, callbacks, strategy):
-    if (finished := run.start(c, IDENTITY_KEYS)) is not None:
+    if (finished := run.start(c, IDENTITY_KEYS, DEFAULTS)) is not None:
         return finished  # resuming a finished run changes nothing
     (xtr, ytr), val, (xte, yte) = arrays or runs.check_split(c, data.split_run(c))
-    run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"], ("inference.json",))
+    run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"], ("inference.json",),
+                defaults=DEFAULTS)
     keras.utils.set_random_seed(c["seed"])
     steps = runs.steps_for(len(xtr), c["batch_size"])
     val_ds = None if val is None else data.pipeline(c["dataset"], *val, c["batch_size"], False)

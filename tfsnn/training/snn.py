@@ -213,11 +213,12 @@ def train(config, arrays=None):
 
 
 def _train(c, run, arrays, strategy):
-    if (finished := run.start(c, IDENTITY_KEYS)) is not None:
+    if (finished := run.start(c, IDENTITY_KEYS, DEFAULTS)) is not None:
         return finished  # resuming a finished run changes nothing
     train_, val, test = arrays or runs.check_split(c, data.split_run(c))
     tune = fine_tune_split(c, train_)  # refuses too many images before the run dir is touched
-    run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"], EXTRAS)
+    run.prepare(c, IDENTITY_KEYS, c["resume"], c["overwrite"], EXTRAS,
+                defaults=DEFAULTS)
     keras.utils.set_random_seed(c["seed"])
     steps = runs.steps_for(len(tune[0]), c["batch_size"])
     val_ds = None if val is None else eval_ds(c, *val, c["batch_size"])
