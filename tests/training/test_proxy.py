@@ -211,6 +211,7 @@ def test_lr_milestones_schedule():
     got = [float(sched(s)) for s in (0, 19, 20, 29, 30, 100)]
     np.testing.assert_allclose(got, [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4], rtol=1e-6)
     assert proxy.learning_rate(proxy.resolve({}), 10) == 1e-4
-    for bad, flag in (({"lr_milestones": "3,2"}, "--lr_milestones"), ({"lr_gamma": 0}, "--lr_gamma")):
+    for bad, flag in (({"lr_milestones": "3,2"}, "--lr_milestones"),
+                      ({"lr_gamma": 0}, "--lr_gamma")):
         with pytest.raises(runs.ConfigError, match=flag):
             proxy.resolve(bad)

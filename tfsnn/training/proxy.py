@@ -2,16 +2,16 @@
 
 The IF SNN and the ReLU ANN share every kernel and BatchNorm gamma/beta (``ProxyNet``); the
 SNN's output spike counts replace the ANN's output in ``L = mean((o - k one_hot(y))^2)``
-(``k = target_spikes``, 1 in the notebook) and the error is backpropagated through the ANN. BatchNorm statistics are separate per branch, trained
-in epoch 0 and frozen from epoch ``freeze_bn_after`` on (``FreezeBatchNorm``); gamma/beta keep
-training. Adam(lr 1e-4, betas (0.8, 0.99), eps 1e-8) plus PyTorch's coupled L2
-(``weight_decay`` 1e-6 added to the gradient), constant lr (``lr_milestones``: x ``lr_gamma``
-at those epochs, not in the recipe), batch 100 (last partial batch
-dropped), train augmentation RandomCrop(26) + Pad(1), pixels ``/255`` (the dataset record's
-``proxy`` preprocessing). Each epoch's test evaluation is the history's ``val_*`` columns (the
-notebook's per-epoch test curve); ``strict_accuracy`` (ties wrong) is the headline metric,
-``argmax_accuracy`` (first index wins) and ``lenient_accuracy`` (ties right, the notebook's
-"Final Result") are reported beside it.
+(``k = target_spikes``, 1 in the notebook) and the error is backpropagated through the ANN.
+BatchNorm statistics are separate per branch, trained in epoch 0 and frozen from epoch
+``freeze_bn_after`` on (``FreezeBatchNorm``); gamma/beta keep training. Adam(lr 1e-4, betas
+(0.8, 0.99), eps 1e-8) plus PyTorch's coupled L2 (``weight_decay`` 1e-6 added to the gradient),
+constant lr (``lr_milestones``: x ``lr_gamma`` at those epochs, not in the recipe), batch 100
+(last partial batch dropped), train augmentation RandomCrop(26) + Pad(1), pixels ``/255``
+(the dataset record's ``proxy`` preprocessing). Each epoch's test evaluation is the history's
+``val_*`` columns (the notebook's per-epoch test curve); ``strict_accuracy`` (ties wrong) is the
+headline metric, ``argmax_accuracy`` (first index wins) and ``lenient_accuracy`` (ties right,
+the notebook's "Final Result") are reported beside it.
 
 ``width`` scales every layer (128 = the paper's Fashion-MNIST network, 19.6 M parameters).
 The final model's spikes, SOPs and energy per test image go to ``report.md`` / ``report.json``
@@ -31,10 +31,8 @@ DEFAULTS = dict(
     dataset="fashion_mnist", width=128, timesteps=15, threshold=2.0, epochs=100, batch_size=100,
     learning_rate=1e-4, beta_1=0.8, beta_2=0.99, epsilon=1e-8, weight_decay=1e-6,
     freeze_bn_after=1, augment=True, rate_target=False, target_spikes=1.0, lr_milestones=(),
-    lr_gamma=0.1,
-    max_train_examples=0,
-    max_test_examples=0, seed=2020, run_dir=None, resume=False, overwrite=False,
-    strategy="default", tensorboard=True, verbose=1)
+    lr_gamma=0.1, max_train_examples=0, max_test_examples=0, seed=2020, run_dir=None,
+    resume=False, overwrite=False, strategy="default", tensorboard=True, verbose=1)
 IDENTITY_KEYS = ("dataset", "width", "timesteps", "threshold", "rate_target", "target_spikes")
 augment = proxy_augment  # RandomCrop(26) + Pad(1) of float images [B, 28, 28, C]
 
@@ -99,9 +97,9 @@ def build_model(c, steps_per_epoch=1):
         width=c["width"], timesteps=c["timesteps"], threshold=c["threshold"],
         weight_decay=c["weight_decay"], rate_target=c["rate_target"],
         target_spikes=c["target_spikes"])
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate(c, steps_per_epoch),
-                                                  beta_1=c["beta_1"],
-                                                  beta_2=c["beta_2"], epsilon=c["epsilon"]))
+    model.compile(optimizer=keras.optimizers.Adam(
+        learning_rate(c, steps_per_epoch), beta_1=c["beta_1"], beta_2=c["beta_2"],
+        epsilon=c["epsilon"]))
     return model
 
 
@@ -139,8 +137,7 @@ def _train(c, run, arrays, callbacks, strategy):
     timer = runs.EpochTimer()
     start = time.perf_counter()
     model = runs.fit(run, lambda: build_model(c, steps), epoch_maker(xtr, ytr, c), steps,
-                     c["epochs"],
-                     c["resume"], val_ds=test_ds, strategy=strategy,
+                     c["epochs"], c["resume"], val_ds=test_ds, strategy=strategy,
                      callbacks=[FreezeBatchNorm(c["freeze_bn_after"]), timer, *callbacks],
                      tensorboard=c["tensorboard"], verbose=c["verbose"],
                      learning_rate=learning_rate(c, steps))
