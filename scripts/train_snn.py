@@ -61,7 +61,8 @@ flags.DEFINE_float("leak", None, "spike_bp/hybrid: neuron leak in (0, 1] (hybrid
 flags.DEFINE_string("surrogate", None, "spike_bp/hybrid: surrogate name (tfsnn.surrogates.names(); "
                     "hybrid stdb, spike_bp lee).")
 flags.DEFINE_string("optimizer", None, "spike_bp: sgd (default, the original's: no momentum, "
-                    "coupled weight decay) or adam (decoupled weight decay, default lr 1e-3).")
+                    "coupled weight decay) or adam (decoupled weight decay, default lr 1e-3); "
+                    "hybrid: adam (default, amsgrad) or sgd (momentum 0.95); both coupled L2.")
 flags.DEFINE_list("fc_widths", None, "spike_bp/hybrid: hidden FC widths, e.g. 512,512.")
 flags.DEFINE_integer("ann_epochs", None, "hybrid: ANN training epochs (10; the original: 300).")
 flags.DEFINE_float("ann_learning_rate", None, "hybrid: ANN SGD learning rate (1e-2).")

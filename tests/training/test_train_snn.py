@@ -64,7 +64,7 @@ def test_flag_errors_name_the_flag(tmp_path):
                       (dict(surrogate="relu"), "--surrogate"), (dict(dataset="svhn"), "--dataset"),
                       (dict(method="hybrid", model="resnet11"), "--model"),
                       (dict(optimizer="rmsprop"), "--optimizer"),
-                      (dict(method="hybrid", optimizer="adam"), "--optimizer"),
+                      (dict(method="hybrid", optimizer="adamw"), "--optimizer"),
                       (dict(fine_tune_examples=8), "--fine_tune_examples"),
                       (dict(method="hybrid", fine_tune_examples=-1), "--fine_tune_examples"),
                       (dict(method="hybrid", dropout=1.0), "--dropout")]:
@@ -115,6 +115,14 @@ def test_spike_bp_optimizer_choice():
     c = snn.resolve({})
     assert c["optimizer"] == "sgd" and c["learning_rate"] == 0.0085  # the original's
     assert snn.resolve(dict(method="hybrid"))["optimizer"] is None
+    for name in (None, "adam", "sgd"):  # hybrid: lr 1e-4 with either optimizer
+        c = snn.resolve(dict(method="hybrid", optimizer=name))
+        assert c["learning_rate"] == 1e-4
+        opt = snn.fine_tune_optimizer(c, c["learning_rate"])
+        if name == "sgd":
+            assert isinstance(opt, keras.optimizers.SGD) and opt.momentum == 0.95
+        else:
+            assert opt is None  # compile_for_fine_tuning's Adam(amsgrad)
     net = spiking.snn("spike_bp_lenet", 2, 10, (28, 28, 1), fc_widths=[8])
     opt = spike_bp.compile_spike_bp(net, 1e-3, 5e-4, optimizer="adam").optimizer
     assert isinstance(opt, keras.optimizers.Adam) and opt.weight_decay == pytest.approx(5e-4)

@@ -5,13 +5,16 @@ backpropagation", ICLR). The first stage, weight transfer and threshold balancin
 
 ``compile_for_fine_tuning(snn, ...)`` then ``snn.fit(...)``: BPTT through the neurons' surrogate
 (STDB by default) with Adam(amsgrad) and PyTorch-style *coupled* L2 weight decay; thresholds and
-leak stay fixed.
+leak stay fixed. The original's alternative optimizer is SGD with momentum ``SGD_MOMENTUM``
+(``train_snn.py --method hybrid --optimizer sgd``).
 """
 import keras
 import tensorflow as tf
 
 from tfsnn.layers.neurons.lif import use_xla_loops
 from tfsnn.models import spiking as snn_models
+
+SGD_MOMENTUM = 0.95  # the original's SGD option (snn.py)
 
 
 def add_coupled_weight_decay(model, weight_decay):

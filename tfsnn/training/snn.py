@@ -69,7 +69,7 @@ def resolve(config):
     runs.check_integers(c, ("fine_tune_examples",), minimum=0)
     need(not c["fine_tune_examples"] or c["method"] == "hybrid", "fine_tune_examples",
          "is a hybrid option (spike_bp trains on the whole split; see --max_train_examples)")
-    if c["learning_rate"] is None and c["optimizer"] == "adam":
+    if c["learning_rate"] is None and c["optimizer"] == "adam" and c["method"] == "spike_bp":
         c["learning_rate"] = ADAM_LR
     if c["learning_rate"] is None:
         c["learning_rate"] = DEFAULT_LR[c["method"]].get(
@@ -77,12 +77,10 @@ def resolve(config):
     for flag in ("learning_rate", "ann_learning_rate", "scaling_factor"):
         need(c[flag] > 0, flag, "must be > 0")
     need(c["weight_decay"] >= 0, "weight_decay", "must be >= 0")
-    need(c["optimizer"] is None or c["method"] == "spike_bp", "optimizer",
-         "is a spike_bp option (hybrid fine-tunes with Adam)")
     if c["method"] == "spike_bp":
         c["optimizer"] = c["optimizer"] or "sgd"
-        need(c["optimizer"] in spike_bp.OPTIMIZERS, "optimizer",
-             f"must be one of {', '.join(spike_bp.OPTIMIZERS)}")
+    need(c["optimizer"] is None or c["optimizer"] in spike_bp.OPTIMIZERS, "optimizer",
+         f"must be one of {', '.join(spike_bp.OPTIMIZERS)}")
     need(c["leak"] is None or 0 < c["leak"] <= 1, "leak", "must be in (0, 1]")
     need(c["dropout"] is None or 0 <= c["dropout"] < 1, "dropout", "must be in [0, 1)")
     need(c["encoding"] in ENCODINGS, "encoding",
@@ -163,6 +161,14 @@ def learning_rate(c, steps):
     return step_decay(c["learning_rate"], c["epochs"], steps)
 
 
+def fine_tune_optimizer(c, lr):
+    """Hybrid's ``--optimizer``: ``SGD(lr, momentum 0.95)`` for ``"sgd"``, else None (unset or
+    ``"adam"``: ``hybrid.compile_for_fine_tuning``'s Adam(amsgrad))."""
+    if c["optimizer"] == "sgd":
+        return keras.optimizers.SGD(lr, momentum=hybrid.SGD_MOMENTUM)
+    return None
+
+
 def fine_tune_split(c, train):
     """The ``(images, labels)`` the SNN trains on: hybrid's first ``fine_tune_examples``
     training images (0: all; never more than the split holds), else ``train`` itself."""
@@ -190,7 +196,8 @@ def build(c, run, train, test, steps):
     found = balancing.convert(ann, snn, images=images, scale=c["scaling_factor"],
                            timesteps=c["balance_timesteps"] or c["timesteps"],
                            batch_size=c["batch_size"], seed=(c["seed"], 7))
-    hybrid.compile_for_fine_tuning(snn, learning_rate(c, steps), c["weight_decay"])
+    lr = learning_rate(c, steps)
+    hybrid.compile_for_fine_tuning(snn, lr, c["weight_decay"], optimizer=fine_tune_optimizer(c, lr))
     ann_acc = ann.evaluate(eval_ds(c, *test, c["batch_size"]), verbose=0)[1]
     snn_acc = snn.evaluate(eval_ds(c, *test, c["batch_size"]), verbose=0)[1]
     runs.atomic_write_json(run.path / "conversion.json", dict(
