@@ -115,14 +115,19 @@ def test_spike_bp_optimizer_choice():
     c = snn.resolve({})
     assert c["optimizer"] == "sgd" and c["learning_rate"] == 0.0085  # the original's
     assert snn.resolve(dict(method="hybrid"))["optimizer"] is None
+    from tfsnn.training import hybrid
+    vgg = spiking.snn("vgg5", 2, 10, (28, 28, 1), fc_widths=[8, 8])
     for name in (None, "adam", "sgd"):  # hybrid: lr 1e-4 with either optimizer
         c = snn.resolve(dict(method="hybrid", optimizer=name))
         assert c["learning_rate"] == 1e-4
-        opt = snn.fine_tune_optimizer(c, c["learning_rate"])
+        opt = hybrid.compile_for_fine_tuning(vgg, c["learning_rate"],
+                                             optimizer=c["optimizer"]).optimizer
         if name == "sgd":
             assert isinstance(opt, keras.optimizers.SGD) and opt.momentum == 0.95
         else:
-            assert opt is None  # compile_for_fine_tuning's Adam(amsgrad)
+            assert isinstance(opt, keras.optimizers.Adam) and opt.amsgrad
+    with pytest.raises(ValueError, match="optimizer"):
+        hybrid.compile_for_fine_tuning(vgg, optimizer="rmsprop")
     net = spiking.snn("spike_bp_lenet", 2, 10, (28, 28, 1), fc_widths=[8])
     opt = spike_bp.compile_spike_bp(net, 1e-3, 5e-4, optimizer="adam").optimizer
     assert isinstance(opt, keras.optimizers.Adam) and opt.weight_decay == pytest.approx(5e-4)

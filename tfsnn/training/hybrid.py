@@ -15,6 +15,7 @@ from tfsnn.layers.neurons.lif import use_xla_loops
 from tfsnn.models import spiking as snn_models
 
 SGD_MOMENTUM = 0.95  # the original's SGD option (snn.py)
+OPTIMIZERS = ("adam", "sgd")
 
 
 def add_coupled_weight_decay(model, weight_decay):
@@ -30,6 +31,8 @@ def compile_for_fine_tuning(snn, learning_rate=1e-4, weight_decay=5e-4, amsgrad=
                             optimizer=None, jit_compile=None, jit_neurons=True):
     """Compile ``snn`` for STDB fine-tuning: Adam(amsgrad), coupled L2, sparse CE on the
     accumulated output (``from_logits``), accuracy. ``learning_rate`` may be a schedule.
+    ``optimizer``: None or ``"adam"`` (Adam, ``amsgrad``), ``"sgd"`` (SGD, momentum
+    ``SGD_MOMENTUM``) or an optimizer instance (``learning_rate`` then unused).
     ``jit_compile``: XLA for the whole train step. None (default): True, except inside a
     ``tf.distribute`` strategy's scope, whose replica variables live on several devices (XLA then
     fails with "Trying to access resource ... located in device CPU:1 from device CPU:0"). VGG5 at
@@ -42,7 +45,15 @@ def compile_for_fine_tuning(snn, learning_rate=1e-4, weight_decay=5e-4, amsgrad=
     add_coupled_weight_decay(snn, weight_decay)
     if jit_neurons:
         use_xla_loops(snn)
-    opt = optimizer or keras.optimizers.Adam(learning_rate, amsgrad=amsgrad)
+    if optimizer is None or optimizer == "adam":
+        opt = keras.optimizers.Adam(learning_rate, amsgrad=amsgrad)
+    elif optimizer == "sgd":
+        opt = keras.optimizers.SGD(learning_rate, momentum=SGD_MOMENTUM)
+    elif isinstance(optimizer, str):
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS} or an optimizer, got "
+                         f"{optimizer!r}")
+    else:
+        opt = optimizer
     snn.compile(optimizer=opt,
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=["accuracy"], jit_compile=jit_compile)

@@ -79,8 +79,9 @@ def resolve(config):
     need(c["weight_decay"] >= 0, "weight_decay", "must be >= 0")
     if c["method"] == "spike_bp":
         c["optimizer"] = c["optimizer"] or "sgd"
-    need(c["optimizer"] is None or c["optimizer"] in spike_bp.OPTIMIZERS, "optimizer",
-         f"must be one of {', '.join(spike_bp.OPTIMIZERS)}")
+    names = (spike_bp if c["method"] == "spike_bp" else hybrid).OPTIMIZERS
+    need(c["optimizer"] is None or c["optimizer"] in names, "optimizer",
+         f"must be one of {', '.join(names)}")
     need(c["leak"] is None or 0 < c["leak"] <= 1, "leak", "must be in (0, 1]")
     need(c["dropout"] is None or 0 <= c["dropout"] < 1, "dropout", "must be in [0, 1)")
     need(c["encoding"] in ENCODINGS, "encoding",
@@ -161,14 +162,6 @@ def learning_rate(c, steps):
     return step_decay(c["learning_rate"], c["epochs"], steps)
 
 
-def fine_tune_optimizer(c, lr):
-    """Hybrid's ``--optimizer``: ``SGD(lr, momentum 0.95)`` for ``"sgd"``, else None (unset or
-    ``"adam"``: ``hybrid.compile_for_fine_tuning``'s Adam(amsgrad))."""
-    if c["optimizer"] == "sgd":
-        return keras.optimizers.SGD(lr, momentum=hybrid.SGD_MOMENTUM)
-    return None
-
-
 def fine_tune_split(c, train):
     """The ``(images, labels)`` the SNN trains on: hybrid's first ``fine_tune_examples``
     training images (0: all; never more than the split holds), else ``train`` itself."""
@@ -196,8 +189,8 @@ def build(c, run, train, test, steps):
     found = balancing.convert(ann, snn, images=images, scale=c["scaling_factor"],
                            timesteps=c["balance_timesteps"] or c["timesteps"],
                            batch_size=c["batch_size"], seed=(c["seed"], 7))
-    lr = learning_rate(c, steps)
-    hybrid.compile_for_fine_tuning(snn, lr, c["weight_decay"], optimizer=fine_tune_optimizer(c, lr))
+    hybrid.compile_for_fine_tuning(snn, learning_rate(c, steps), c["weight_decay"],
+                                   optimizer=c["optimizer"])
     ann_acc = ann.evaluate(eval_ds(c, *test, c["batch_size"]), verbose=0)[1]
     snn_acc = snn.evaluate(eval_ds(c, *test, c["batch_size"]), verbose=0)[1]
     runs.atomic_write_json(run.path / "conversion.json", dict(
