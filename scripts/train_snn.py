@@ -95,7 +95,9 @@ flags.DEFINE_float("threshold", None, "proxy: IF threshold (2.0).")
 flags.DEFINE_float("beta_1", None, "proxy: Adam beta_1 (0.8).")
 flags.DEFINE_float("beta_2", None, "proxy: Adam beta_2 (0.99).")
 flags.DEFINE_float("epsilon", None, "proxy: Adam epsilon (1e-8).")
-flags.DEFINE_integer("freeze_bn_after", None, "proxy: epochs after which BN statistics freeze (1).")
+flags.DEFINE_integer("freeze_bn_after", None, "proxy: epochs after which BN statistics freeze "
+                     "(1, the recipe's; a value >= --epochs keeps BN in training mode "
+                     "throughout).")
 flags.DEFINE_bool("augment", None, "proxy: random 26x26 crop placed back with a 1-pixel zero "
                   "border (on).")
 flags.DEFINE_bool("rate_target", None, "proxy: train on spike-rate targets (off).")

@@ -215,3 +215,28 @@ def test_lr_milestones_schedule():
                       ({"lr_gamma": 0}, "--lr_gamma")):
         with pytest.raises(runs.ConfigError, match=flag):
             proxy.resolve(bad)
+
+
+def test_freeze_batch_norm_schedule():
+    """``FreezeBatchNorm(after)``: BN in training mode (``bn_update`` 1) for epochs ``< after``,
+    frozen from then on, set from the epoch index alone (right on resumed runs); ``after`` >=
+    the epochs run never freezes; ``--freeze_bn_after`` must be an integer >= 0."""
+    m = small_net()
+    for after, expected in ((1, [1, 0, 0, 0]), (3, [1, 1, 1, 0]), (9, [1, 1, 1, 1]),
+                            (0, [0, 0, 0, 0])):
+        cb = proxy.FreezeBatchNorm(after)
+        cb.set_model(m)
+        got = []
+        for epoch in (0, 1, 2, 3):
+            cb.on_epoch_begin(epoch)
+            got.append(float(m.bn_update))
+        assert got == expected, after
+    cb = proxy.FreezeBatchNorm(2)
+    cb.set_model(m)
+    cb.on_epoch_begin(5)  # a resumed run starting at epoch 5
+    assert float(m.bn_update) == 0.0
+    cb.on_epoch_begin(1)
+    assert float(m.bn_update) == 1.0
+    for bad in (-1, 1.5):
+        with pytest.raises(runs.ConfigError, match="--freeze_bn_after"):
+            proxy.resolve({"freeze_bn_after": bad})
