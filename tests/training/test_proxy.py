@@ -128,6 +128,42 @@ def test_time_axis_bn_equals_per_step_updates():
     np.testing.assert_allclose(c.ann_var.numpy(), 0.9 + 0.1 * flat.var(0, ddof=1), rtol=1e-5)
 
 
+
+@pytest.mark.parametrize("flag", [True, "tensor"])
+def test_training_mode_bn_equals_keras_batch_norm(flag):
+    """Training-mode ProxyBatchNorm (Python ``True`` or a tensor flag, which runs through
+    ``tf.cond``) against keras.layers.BatchNormalization(training=True): output, moving mean and
+    the gradients w.r.t. input, gamma and beta (moving variance: PyTorch's unbiased update, checked
+    in the test above). With a False tensor flag the output is the moving-statistics one."""
+    rng = np.random.default_rng(4)
+    x = tf.constant(rng.normal(1.0, 2.0, (6, 5, 5, 3)), tf.float32)
+    mine = proxy_layers.ProxyBatchNorm()
+    ref = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+    mine.build(x.shape)
+    ref.build(x.shape)
+    g = rng.normal(1.0, 0.3, 3).astype(np.float32)
+    bt = rng.normal(0.0, 0.3, 3).astype(np.float32)
+    for layer in (mine, ref):
+        layer.gamma.assign(g)
+        layer.beta.assign(bt)
+    up = tf.constant(rng.normal(size=x.shape), tf.float32)  # upstream gradient
+    batch_stats = True if flag is True else tf.constant(True)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        y1 = mine(x, branch="ann", batch_stats=batch_stats)
+        y2 = ref(x, training=True)
+        l1, l2 = tf.reduce_sum(y1 * up), tf.reduce_sum(y2 * up)
+    np.testing.assert_allclose(y1.numpy(), y2.numpy(), atol=2e-5)
+    np.testing.assert_allclose(mine.ann_mean.numpy(), ref.moving_mean.numpy(), atol=1e-6)
+    for a, b in ((x, x), (mine.gamma, ref.gamma), (mine.beta, ref.beta)):
+        np.testing.assert_allclose(tape.gradient(l1, a).numpy(), tape.gradient(l2, b).numpy(),
+                                   atol=1e-4)
+    mean, var = mine.ann_mean.numpy().copy(), mine.ann_var.numpy().copy()
+    y3 = mine(x, branch="ann", batch_stats=tf.constant(False))
+    np.testing.assert_allclose(y3.numpy(), (x.numpy() - mean) / np.sqrt(var + 1e-5) * g + bt,
+                               atol=1e-5)
+    np.testing.assert_array_equal(mine.ann_mean.numpy(), mean)  # frozen: unchanged
+
 def test_max_pool_of_spikes_is_or():
     s = tf.constant(np.random.default_rng(4).random((3, 8, 8, 2)) < 0.2, tf.float32)
     pooled = tf.nn.max_pool2d(s, 2, 2, "VALID").numpy()
