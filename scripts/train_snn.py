@@ -70,6 +70,9 @@ flags.DEFINE_float("scaling_factor", None, "hybrid: threshold scaling after bala
 flags.DEFINE_integer("balance_examples", None, "hybrid: training images used for balancing (512).")
 flags.DEFINE_integer("fine_tune_examples", None, "hybrid: STDB fine-tuning epochs use the first N "
                      "training images (0 = all, the default); the ANN trains on the whole split.")
+flags.DEFINE_bool("divide_by_time", None, "hybrid: the SNN's readout is the accumulated output "
+                  "divided by T, the ANN's logit scale, so STDB's cross-entropy is as soft as the "
+                  "ANN's (same predictions); off: the original's plain sum (T times sharper).")
 flags.DEFINE_integer("balance_timesteps", None, "hybrid: steps simulated for balancing "
                      "(default --timesteps; the original used 1000).")
 # iir / associative_memory

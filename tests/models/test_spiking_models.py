@@ -86,3 +86,27 @@ def test_bad_names_and_args():
         sm.ann("resnet20", fc_widths=[10])
     with pytest.raises(ValueError, match="unknown encoder"):
         sm.snn("spike_bp_lenet", timesteps=2, encoder="rank")
+
+
+def test_divide_by_time_readout(tmp_path):
+    """``divide_by_time``: Rathi's summed readout divided by T (same weights: logits / T, the
+    same predictions); kept through .keras; Lee's models refuse it."""
+    t, low = 12, {"threshold": 0.01}  # low thresholds; T past the layers' one-step delays
+    keras.utils.set_random_seed(0)
+    summed = sm.snn("vgg5", timesteps=t, num_classes=10, input_shape=(12, 12, 1),
+                    encoder="direct", fc_widths=(16,), dropout=0.0, neuron_kwargs=low)
+    mean = sm.snn("vgg5", timesteps=t, num_classes=10, input_shape=(12, 12, 1),
+                  encoder="direct", fc_widths=(16,), dropout=0.0, divide_by_time=True,
+                  neuron_kwargs=low)
+    mean.set_weights(summed.get_weights())
+    x = np.random.default_rng(1).random((3, 12, 12, 1)).astype(np.float32)
+    a, b = summed(x).numpy(), mean(x).numpy()
+    assert np.abs(a).max() > 0
+    np.testing.assert_allclose(b, a / t, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(a.argmax(1), b.argmax(1))
+    mean.save(tmp_path / "m.keras")
+    back = keras.models.load_model(tmp_path / "m.keras")
+    assert back.get_layer("readout").divide_by_time
+    np.testing.assert_allclose(back(x).numpy(), b, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="divide_by_time"):
+        sm.snn("spike_bp_lenet", timesteps=2, divide_by_time=True)

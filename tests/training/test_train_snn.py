@@ -67,6 +67,7 @@ def test_flag_errors_name_the_flag(tmp_path):
                       (dict(method="hybrid", optimizer="adamw"), "--optimizer"),
                       (dict(fine_tune_examples=8), "--fine_tune_examples"),
                       (dict(method="hybrid", fine_tune_examples=-1), "--fine_tune_examples"),
+                      (dict(divide_by_time=True), "--divide_by_time"),
                       (dict(method="hybrid", dropout=1.0), "--dropout")]:
         with pytest.raises(runs.ConfigError, match=flag):
             snn.resolve(bad)

@@ -64,8 +64,9 @@ def _check(name):
 class _Builder:
     """Emits either the ANN or the SNN version of each architectural element."""
 
-    def __init__(self, name, spiking, family, neuron_kwargs, leak):
+    def __init__(self, name, spiking, family, neuron_kwargs, leak, divide_by_time=False):
         self.name, self.spiking, self.family = name, spiking, family
+        self.divide_by_time = bool(divide_by_time)
         self.neuron_kwargs = dict(neuron_kwargs or {})
         self.leak = leak
         self.n_spike = self.n_pool = self.n_drop = 0
@@ -128,7 +129,7 @@ class _Builder:
         if not self.spiking:
             return logits
         if self.family == "rathi":
-            return SumReadout(name="readout")(logits)
+            return SumReadout(divide_by_time=self.divide_by_time, name="readout")(logits)
         return LeakyMeanReadout(self.leak if self.leak is not None else 0.99,
                                         name="readout")(logits)
 
@@ -204,9 +205,12 @@ def _lee_resnet11(b, h, num_classes, p, fc_widths):
 
 
 def _build(name, spiking, num_classes, input_shape, timesteps, dropout, encoder, leak,
-           neuron_kwargs, fc_widths):
+           neuron_kwargs, fc_widths, divide_by_time=False):
     _check(name)
     family = FAMILY[name]
+    if divide_by_time and family != "rathi":
+        raise ValueError(f"divide_by_time applies to the summed readout of Rathi's models; "
+                         f"{name} has Lee's leaky-mean readout")
     p_conv, p_fc = DROPOUT.get(name, DROPOUT.get(family))
     if dropout is not None:
         p_conv, p_fc = (dropout, dropout) if isinstance(dropout, (int, float)) else dropout
@@ -231,7 +235,7 @@ def _build(name, spiking, num_classes, input_shape, timesteps, dropout, encoder,
                 raise ValueError(f"unknown encoder {encoder!r}; known: {sorted(encs)}")
             encoder = encs[encoder]()
         h = encoder(h)
-    b = _Builder(name, spiking, family, neuron_kwargs, leak)
+    b = _Builder(name, spiking, family, neuron_kwargs, leak, divide_by_time)
     if name in VGG_CFGS:
         out = _vgg(b, h, name, num_classes, p_conv, p_fc, fc_widths)
     elif name == "spike_bp_lenet":
@@ -257,7 +261,7 @@ def ann(name, num_classes=10, input_shape=None, dropout=None, fc_widths=None):
 
 
 def snn(name, timesteps, num_classes=10, input_shape=None, dropout=None, encoder=None,
-        leak=None, neuron_kwargs=None, fc_widths=None):
+        leak=None, neuron_kwargs=None, fc_widths=None, divide_by_time=False):
     """The spiking version of ``name``.
 
     ``encoder``: ``"signed_poisson"`` (default; gain 0.9 for Rathi's ResNets), ``"poisson"``,
@@ -265,9 +269,12 @@ def snn(name, timesteps, num_classes=10, input_shape=None, dropout=None, encoder
     ``"direct"`` or an encoder layer. ``leak``: override the family's neuron leak (and Lee's
     readout leak). ``neuron_kwargs``: extra ``RathiNeuron`` / ``LeeNeuron`` arguments (e.g.
     ``{"surrogate": "linear"}``). ``input_shape``, ``dropout``, ``fc_widths``: as in ``ann``.
+    ``divide_by_time`` (Rathi's models): the readout is the accumulated output divided by T (the
+    ANN's logit scale; spec switch ``output_divide_T``) instead of the original's plain sum; the
+    predictions are the same, the cross-entropy's softmax is T times softer.
     """
     return _build(name, True, num_classes, input_shape, timesteps, dropout, encoder, leak,
-                  neuron_kwargs, fc_widths)
+                  neuron_kwargs, fc_widths, divide_by_time)
 
 
 def kernel_layers(model):

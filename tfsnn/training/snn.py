@@ -34,7 +34,7 @@ DEFAULTS = dict(
     strategy="default", tensorboard=True, verbose=1, leak=None, surrogate=None, fc_widths=None,
     ann_epochs=10, ann_learning_rate=1e-2, scaling_factor=0.7, balance_examples=512,
     balance_timesteps=None, weight_decay=5e-4, encoding=None, optimizer=None,
-    fine_tune_examples=0, dropout=None)
+    fine_tune_examples=0, dropout=None, divide_by_time=False)
 IDENTITY_KEYS = ("method", "model", "dataset", "timesteps", "leak", "surrogate", "fc_widths",
                  "encoding", "scaling_factor", "ann_epochs", "ann_learning_rate",
                  "balance_examples", "balance_timesteps", "optimizer")  # ann.keras and the conversion are reused on restart
@@ -69,6 +69,8 @@ def resolve(config):
     runs.check_integers(c, ("fine_tune_examples",), minimum=0)
     need(not c["fine_tune_examples"] or c["method"] == "hybrid", "fine_tune_examples",
          "is a hybrid option (spike_bp trains on the whole split; see --max_train_examples)")
+    need(not c["divide_by_time"] or c["method"] == "hybrid", "divide_by_time",
+         "is a hybrid option (spike_bp's readout is Lee's leaky mean)")
     if c["learning_rate"] is None and c["optimizer"] == "adam" and c["method"] == "spike_bp":
         c["learning_rate"] = ADAM_LR
     if c["learning_rate"] is None:
@@ -130,7 +132,7 @@ def make_snn(c, num_classes, shape):
     kw = {"surrogate": c["surrogate"]} if c["surrogate"] else None
     return snn_models.snn(c["model"], c["timesteps"], num_classes, shape, encoder=_encoder(c),
                           leak=c["leak"], neuron_kwargs=kw, fc_widths=c["fc_widths"],
-                          dropout=c["dropout"])
+                          dropout=c["dropout"], divide_by_time=c["divide_by_time"])
 
 
 def train_ann(c, run, train, num_classes, shape, strategy_steps):
