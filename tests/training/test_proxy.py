@@ -128,7 +128,6 @@ def test_time_axis_bn_equals_per_step_updates():
     np.testing.assert_allclose(c.ann_var.numpy(), 0.9 + 0.1 * flat.var(0, ddof=1), rtol=1e-5)
 
 
-
 @pytest.mark.parametrize("flag", [True, "tensor"])
 def test_training_mode_bn_equals_keras_batch_norm(flag):
     """Training-mode ProxyBatchNorm (Python ``True`` or a tensor flag, which runs through
@@ -163,6 +162,7 @@ def test_training_mode_bn_equals_keras_batch_norm(flag):
     np.testing.assert_allclose(y3.numpy(), (x.numpy() - mean) / np.sqrt(var + 1e-5) * g + bt,
                                atol=1e-5)
     np.testing.assert_array_equal(mine.ann_mean.numpy(), mean)  # frozen: unchanged
+
 
 def test_max_pool_of_spikes_is_or():
     s = tf.constant(np.random.default_rng(4).random((3, 8, 8, 2)) < 0.2, tf.float32)
