@@ -4,7 +4,8 @@
 * ``encoders``: images -> sequences ``[B, T, ...]`` (direct, Poisson, signed Poisson).
 * ``neurons``: every neuron model (``lif``, ``integer``, ``iir``, ``proxy``).
 * ``filters``: IIR synapse filters (dual exponential, first-order low-pass, readout filter).
-* ``sequence``: per-frame layers on sequences (``TimeFolded``) and ``TimeConstantDropout``.
+* ``sequence``: per-frame layers on sequences (``TimeFolded``), ``TimeConstantDropout`` and
+  ``SpikeDropout``.
 * ``readouts``: sequences -> logits (``SumReadout``, ``LeakyMeanReadout``).
 """
 from tfsnn.layers.encoders import DirectEncoder, PoissonEncoder, SignedPoissonEncoder  # noqa: F401
@@ -15,4 +16,4 @@ from tfsnn.layers.neurons import (IF, LIF, DynamicThresholdNeuron, IIRSpikingCon
                                   PSPMaxPool2D, RathiNeuron, SpikeEncoder, SpikingConv2D)
 from tfsnn.layers.quant import QuantActivation, QuantConv2D, QuantDense  # noqa: F401
 from tfsnn.layers.readouts import LeakyMeanReadout, SumReadout  # noqa: F401
-from tfsnn.layers.sequence import TimeConstantDropout, TimeFolded  # noqa: F401
+from tfsnn.layers.sequence import SpikeDropout, TimeConstantDropout, TimeFolded  # noqa: F401

@@ -23,6 +23,7 @@ from tfsnn.layers.encoders import PoissonEncoder
 from tfsnn.layers.filters import DualExpIIR, FirstOrderLowPass
 from tfsnn.layers.neurons.iir import IIRSpikingConv2D, IIRSpikingDense, PSPMaxPool2D
 from tfsnn.layers.readouts import SumReadout
+from tfsnn.layers.sequence import SpikeDropout
 
 ENCODINGS = ("copy", "poisson")
 IIR_MODELS = ("snn_mlp_1", "snn_mlp_2", "snn_conv_1")
@@ -56,7 +57,7 @@ def _mlp(name, synapse, timesteps, encoding, tau_m, tau_s, dropout, state, batch
                      held if i == 1 else None)(h)
         h = IIRSpikingDense(units, tau_m=tau_m, name=f"neuron{i}", **sk)(h)
         if i < 3 and dropout:
-            h = keras.layers.Dropout(dropout, name=f"dropout{i}")(h)
+            h = SpikeDropout(dropout, name=f"dropout{i}")(h)
     return keras.Model(inp, SumReadout(name="spike_count")(h), name=name)
 
 
@@ -100,7 +101,7 @@ def snn_conv_1(timesteps=25, encoding="copy", tau_m=4.0, tau_s=1.0, dropout=0.3,
     h = keras.layers.Reshape((timesteps, h.shape[2] * h.shape[3] * h.shape[4]), name="flatten")(h)
     h = IIRSpikingDense(512, tau_m=tau_m, name="fc1", **sk)(iir(h))
     if dropout:
-        h = keras.layers.Dropout(dropout, name="dropout1")(h)
+        h = SpikeDropout(dropout, name="dropout1")(h)
     h = IIRSpikingDense(classes, tau_m=tau_m, name="fc2", **sk)(iir(h))
     return keras.Model(inp, SumReadout(name="spike_count")(h), name="snn_conv_1")
 
