@@ -29,10 +29,10 @@ training step (forward over T steps, the recipe's loss and optimizer, backward, 
   1e-4, coupled L2 5e-4, cross-entropy on the summed output). Random kernels; thresholds set by
   the recipe's max-input balancing (scale 0.7) on 8 images, then rescaled layer by layer until
   each layer fires at ``--rate`` (default 0.15) spikes per neuron and step (measured rates are
-  printed). ``tfsnn``: the library's default, the whole train step XLA-compiled
-  (``compile_for_fine_tuning(jit_compile=True)``); ``tfsnn_step_graph``: the step in graph mode
-  with the neurons' loops XLA-compiled (``jit_compile=False``; the default before);
-  ``tfsnn_graph_loops``: graph step and graph while loops. Peers: the same layers with IF neurons (leak 1,
+  printed). ``tfsnn``: the library's default, the step in graph mode with the neurons' loops
+  XLA-compiled (``compile_for_fine_tuning``); ``tfsnn_xla``: the whole train step XLA-compiled
+  (``jit_compile=True``, ``train_snn.py --jit_compile``; the default until 2026-12-07: the
+  faster one on some CPUs only); ``tfsnn_graph_loops``: graph step and graph while loops. Peers: the same layers with IF neurons (leak 1,
   subtractive reset, threshold 1, no one-step delay, their default surrogates; snnTorch
   ``snn.Leaky(beta=1, reset_mechanism="subtract")``, SpikingJelly ``IFNode(v_reset=None)``),
   time-constant dropout masks, Adam(amsgrad, weight_decay 5e-4: PyTorch's coupled L2).
@@ -110,7 +110,7 @@ flags.DEFINE_integer("threads", 0, "torch intra-op threads (0: torch's default)"
 flags.DEFINE_bool("memory", True, "also measure each variant's peak memory in a subprocess")
 flags.DEFINE_string("memory_of", "", "internal: measure the peak memory of one variant")
 
-VARIANTS = ("tfsnn", "tfsnn_xla", "tfsnn_step_graph", "tfsnn_graph_loops", "floor", "snntorch",
+VARIANTS = ("tfsnn", "tfsnn_xla", "tfsnn_graph_loops", "floor", "snntorch",
             "spikingjelly")
 LR, WD, LEAK = 0.0085, 5e-4, 0.99
 NOTES = {}  # network -> extra facts printed under its table title (e.g. measured spike rates)
@@ -344,7 +344,7 @@ def _vgg5_tfsnn(b, t, jit, jit_neurons=True):
     for layer in model.layers:
         if isinstance(layer, LIF):
             layer.jit_compile = jit_neurons
-    hybrid.compile_for_fine_tuning(model, VGG5_LR, VGG5_WD, jit_compile=jit)  # None: default
+    hybrid.compile_for_fine_tuning(model, VGG5_LR, VGG5_WD, jit_compile=jit)
     return lambda x, y: model.train_on_batch(x, y)
 
 
@@ -674,8 +674,8 @@ BUILDERS = {
               "tfsnn_xla": lambda b, t: _tfsnn(b, t, True),
               "tfsnn_graph_loops": lambda b, t: _tfsnn(b, t, False, jit_neurons=False),
               "floor": _floor, "snntorch": _snntorch, "spikingjelly": _spikingjelly},
-    "vgg5": {"tfsnn": lambda b, t: _vgg5_tfsnn(b, t, None),  # the whole step XLA
-             "tfsnn_step_graph": lambda b, t: _vgg5_tfsnn(b, t, False),
+    "vgg5": {"tfsnn": lambda b, t: _vgg5_tfsnn(b, t, False),
+             "tfsnn_xla": lambda b, t: _vgg5_tfsnn(b, t, True),
              "tfsnn_graph_loops": lambda b, t: _vgg5_tfsnn(b, t, False, jit_neurons=False),
              "floor": _vgg5_floor, "snntorch": _vgg5_snntorch,
              "spikingjelly": _vgg5_spikingjelly},

@@ -73,6 +73,10 @@ flags.DEFINE_integer("fine_tune_examples", None, "hybrid: STDB fine-tuning epoch
 flags.DEFINE_bool("divide_by_time", None, "hybrid: the SNN's readout is the accumulated output "
                   "divided by T, the ANN's logit scale, so STDB's cross-entropy is as soft as the "
                   "ANN's (same predictions); off: the original's plain sum (T times sharper).")
+flags.DEFINE_bool("jit_compile", None, "spike_bp/hybrid: XLA-compile the whole training step "
+                  "(off: a graph-mode step whose neuron time loops are XLA-compiled, within 1.5x "
+                  "of the dense floor on every CPU benchmarked; on: faster on some CPUs, slower "
+                  "on others, see README benchmarks). Not with --strategy mirrored/multi_worker.")
 flags.DEFINE_integer("balance_timesteps", None, "hybrid: steps simulated for balancing "
                      "(default --timesteps; the original used 1000).")
 # iir / associative_memory

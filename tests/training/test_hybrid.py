@@ -141,7 +141,7 @@ def test_step_decay():
 
 
 def test_whole_step_xla_gradients_equal_graph_mode():
-    """Fine-tuning's default compiles the whole train step with XLA: its gradients (a conv
+    """Fine-tuning's ``jit_compile=True`` compiles the whole train step with XLA: its gradients (a conv
     Rathi SNN with a spiking pool, leak < 1, STDB surrogate) equal those of the same step traced
     without XLA, whose neuron ops are checked against per-step autograd in tests/layers."""
     snn = snn_models.snn("vgg5", 10, 3, (8, 8, 1), encoder="direct", fc_widths=[8, 8], leak=0.95)
@@ -166,8 +166,12 @@ def test_whole_step_xla_gradients_equal_graph_mode():
     for a, b in zip(g_xla, g_graph):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(tf.reduce_max(tf.abs(b))) + 1e-7)
     hybrid.compile_for_fine_tuning(snn)
-    assert snn.jit_compile is True  # the default
+    assert snn.jit_compile is False and snn.get_layer("spike1").jit_compile is True  # default
+    hybrid.compile_for_fine_tuning(snn, jit_compile=True)
+    assert snn.jit_compile is True
     with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():  # replicas: neuron loops only
         net = mlp([4, 2], 3, spiking=True)
         hybrid.compile_for_fine_tuning(net)
+        with pytest.raises(ValueError, match="strategy"):
+            hybrid.compile_for_fine_tuning(net, jit_compile=True)
     assert net.jit_compile is False and net.get_layer("s0").jit_compile is True

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tfsnn import runs
+from tfsnn.layers.neurons.base import NeuronLayer
 from tfsnn.training import snn
 
 from conftest import REPO
@@ -68,6 +69,7 @@ def test_flag_errors_name_the_flag(tmp_path):
                       (dict(fine_tune_examples=8), "--fine_tune_examples"),
                       (dict(method="hybrid", fine_tune_examples=-1), "--fine_tune_examples"),
                       (dict(divide_by_time=True), "--divide_by_time"),
+                      (dict(jit_compile=True, strategy="mirrored"), "--jit_compile"),
                       (dict(method="hybrid", dropout=1.0), "--dropout")]:
         with pytest.raises(runs.ConfigError, match=flag):
             snn.resolve(bad)
@@ -168,3 +170,14 @@ def test_cli_rejects_bad_flags(tmp_path, args, needle):
                          timeout=300)
     assert out.returncode != 0 and needle in out.stderr, out.stderr[-2000:]
     assert not (tmp_path / "r" / "checkpoint").exists()
+
+
+def test_jit_compile_flag_reaches_the_compiled_model():
+    """``--jit_compile``: XLA for the whole train step; off by default (graph-mode step, the
+    neurons' time loops XLA-compiled)."""
+    for flag, whole in ((None, False), (True, True)):
+        cfg = dict(timesteps=2) if flag is None else dict(timesteps=2, jit_compile=flag)
+        model = snn.build(snn.resolve(cfg), None, None, None, steps=10)
+        assert model.jit_compile is whole
+        neurons = [layer for layer in model.layers if isinstance(layer, NeuronLayer)]
+        assert neurons and all(layer.jit_compile for layer in neurons)

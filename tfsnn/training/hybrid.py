@@ -28,20 +28,21 @@ def add_coupled_weight_decay(model, weight_decay):
 
 
 def compile_for_fine_tuning(snn, learning_rate=1e-4, weight_decay=5e-4, amsgrad=True,
-                            optimizer=None, jit_compile=None, jit_neurons=True):
+                            optimizer=None, jit_compile=False, jit_neurons=True):
     """Compile ``snn`` for STDB fine-tuning: Adam(amsgrad), coupled L2, sparse CE on the
     accumulated output (``from_logits``), accuracy. ``learning_rate`` may be a schedule.
     ``optimizer``: None or ``"adam"`` (Adam, ``amsgrad``), ``"sgd"`` (SGD, momentum
     ``SGD_MOMENTUM``) or an optimizer instance (``learning_rate`` then unused).
-    ``jit_compile``: XLA for the whole train step. None (default): True, except inside a
-    ``tf.distribute`` strategy's scope, whose replica variables live on several devices (XLA then
-    fails with "Trying to access resource ... located in device CPU:1 from device CPU:0"). VGG5 at
-    B 32, T 20 trained at 1.01x its dense floor with the whole step compiled vs 1.37x with only
-    the neuron loops (``bench/train_throughput.py --network vgg5``, idle). ``jit_neurons``: XLA
-    for the neurons' time loops at any T (``lif.use_xla_loops``; what runs without
-    ``jit_compile``)."""
-    if jit_compile is None:
-        jit_compile = not tf.distribute.has_strategy()
+    ``jit_neurons``: XLA for the neurons' time loops at any T (``lif.use_xla_loops``).
+    ``jit_compile``: XLA for the whole train step as well (off by default, as spike_bp's). Which
+    is faster depends on the CPU (``bench/train_throughput.py --network vgg5``, VGG5 at B 32, T
+    20, idle machines): the graph-mode step ran at 1.13-1.40x its dense floor on both CPUs
+    measured, the whole step compiled at 0.97-1.01x on one and 1.52-1.69x on the other. Not
+    inside a ``tf.distribute`` strategy's scope (replica variables on several devices: "Trying
+    to access resource ... located in device CPU:1 from device CPU:0")."""
+    if jit_compile and tf.distribute.has_strategy():
+        raise ValueError("jit_compile (XLA for the whole train step) does not work inside a "
+                         "tf.distribute strategy's scope; leave it off")
     add_coupled_weight_decay(snn, weight_decay)
     if jit_neurons:
         use_xla_loops(snn)

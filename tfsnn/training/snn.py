@@ -34,7 +34,7 @@ DEFAULTS = dict(
     strategy="default", tensorboard=True, verbose=1, leak=None, surrogate=None, fc_widths=None,
     ann_epochs=10, ann_learning_rate=1e-2, scaling_factor=0.7, balance_examples=512,
     balance_timesteps=None, weight_decay=5e-4, encoding=None, optimizer=None,
-    fine_tune_examples=0, dropout=None, divide_by_time=False)
+    fine_tune_examples=0, dropout=None, divide_by_time=False, jit_compile=False)
 IDENTITY_KEYS = ("method", "model", "dataset", "timesteps", "leak", "surrogate", "fc_widths",
                  "encoding", "scaling_factor", "ann_epochs", "ann_learning_rate",
                  "balance_examples", "balance_timesteps", "optimizer")  # ann.keras and the conversion are reused on restart
@@ -71,6 +71,8 @@ def resolve(config):
          "is a hybrid option (spike_bp trains on the whole split; see --max_train_examples)")
     need(not c["divide_by_time"] or c["method"] == "hybrid", "divide_by_time",
          "is a hybrid option (spike_bp's readout is Lee's leaky mean)")
+    need(not c["jit_compile"] or c["strategy"] == "default", "jit_compile",
+         "(XLA for the whole train step) does not work with --strategy mirrored / multi_worker")
     if c["learning_rate"] is None and c["optimizer"] == "adam" and c["method"] == "spike_bp":
         c["learning_rate"] = ADAM_LR
     if c["learning_rate"] is None:
@@ -184,7 +186,7 @@ def build(c, run, train, test, steps):
     snn = make_snn(c, num_classes, shape)
     if c["method"] == "spike_bp":
         return spike_bp.compile_spike_bp(snn, learning_rate(c, steps), c["weight_decay"],
-                                         optimizer=c["optimizer"])
+                                         optimizer=c["optimizer"], jit_compile=c["jit_compile"])
     ann = train_ann(c, run, train, num_classes, shape,
                     runs.steps_for(len(train[0]), c["batch_size"]))
     images = preprocess(c, train[0][:c["balance_examples"]], False)
@@ -192,7 +194,7 @@ def build(c, run, train, test, steps):
                            timesteps=c["balance_timesteps"] or c["timesteps"],
                            batch_size=c["batch_size"], seed=(c["seed"], 7))
     hybrid.compile_for_fine_tuning(snn, learning_rate(c, steps), c["weight_decay"],
-                                   optimizer=c["optimizer"])
+                                   optimizer=c["optimizer"], jit_compile=c["jit_compile"])
     ann_acc = ann.evaluate(eval_ds(c, *test, c["batch_size"]), verbose=0)[1]
     snn_acc = snn.evaluate(eval_ds(c, *test, c["batch_size"]), verbose=0)[1]
     runs.atomic_write_json(run.path / "conversion.json", dict(
