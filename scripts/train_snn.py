@@ -76,7 +76,8 @@ flags.DEFINE_bool("divide_by_time", None, "hybrid: the SNN's readout is the accu
 flags.DEFINE_bool("jit_compile", None, "spike_bp/hybrid: XLA-compile the whole training step "
                   "(off: a graph-mode step whose neuron time loops are XLA-compiled, within 1.5x "
                   "of the dense floor on every CPU benchmarked; on: faster on some CPUs, slower "
-                  "on others, see README benchmarks). Not with --strategy mirrored/multi_worker.")
+                  "on others, see README benchmarks; --resume may change it). Not with --strategy "
+                  "mirrored/multi_worker.")
 flags.DEFINE_integer("balance_timesteps", None, "hybrid: steps simulated for balancing "
                      "(default --timesteps; the original used 1000).")
 # iir / associative_memory

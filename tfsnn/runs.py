@@ -47,7 +47,7 @@ import tensorflow as tf
 STRATEGIES = ("default", "mirrored", "multi_worker")
 # Flags ``--resume`` may change (everything else must equal the run's flags.json).
 RESUME_MAY_CHANGE = ("epochs", "resume", "overwrite", "verbose", "tensorboard", "strategy",
-                     "run_dir", "mode")
+                     "run_dir", "mode", "jit_compile")
 FAULT_ENV = "TFSNN_FAULT_KILL_AT"
 COMMIT_STEPS = ("model_written", "state_written", "epoch_dir_renamed", "pointer_tmp_written",
                 "pointer_switched", "history_written", "pruned")
@@ -783,7 +783,8 @@ def check_disk_space(run, model, copies=3, margin=16 << 20):
 
 
 def fit(run, build, train_epoch, steps_per_epoch, epochs, resume, val_ds=None, strategy=None,
-        callbacks=(), tensorboard=True, verbose=1, best=None, learning_rate=None):
+        callbacks=(), tensorboard=True, verbose=1, best=None, learning_rate=None,
+        jit_compile=None):
     """Train with the run directory's conventions; returns the trained model.
 
     Args:
@@ -802,6 +803,8 @@ def fit(run, build, train_epoch, steps_per_epoch, epochs, resume, val_ds=None, s
         (read it back with ``run.best_epoch()`` / ``run.best``).
       learning_rate: the run's learning rate or schedule for the current ``epochs``; set on the
         resumed optimizer (the same value unless ``--epochs`` was raised to extend the run).
+      jit_compile: None, or whether to XLA-compile the whole train step, set on the model
+        whether built or resumed (a performance switch ``--resume`` may change).
     Raises:
       TrainingDiverged: a non-finite loss (the epoch is not committed).
       RunError: a damaged checkpoint or too little disk space.
@@ -812,6 +815,8 @@ def fit(run, build, train_epoch, steps_per_epoch, epochs, resume, val_ds=None, s
         model = run.load_checkpoint() if first else build()
         if first and learning_rate is not None:
             set_learning_rate(model.optimizer, learning_rate)
+        if jit_compile is not None:
+            model.jit_compile = bool(jit_compile)
     if first >= epochs:
         return model
     check_disk_space(run, model)

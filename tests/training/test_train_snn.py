@@ -24,15 +24,20 @@ def arrays(n=48, seed=0):
     return (x[:32], y[:32]), None, (x[32:], y[32:])
 
 
-def test_spike_bp_run_and_exact_resume(tmp_path):
+def test_spike_bp_run_and_exact_resume(tmp_path, monkeypatch):
     cfg = dict(method="spike_bp", timesteps=6, epochs=1, batch_size=16, fc_widths=[32],
                run_dir=str(tmp_path / "run"), verbose=0, tensorboard=False)
     r1 = snn.train(cfg, arrays())
     run = runs.RunDir(tmp_path / "run")
     assert run.epochs_done() == 1 and run.model.is_file()
     assert json.loads(run.results.read_text())["model"] == "spike_bp_lenet"
-    r2 = snn.train({**cfg, "epochs": 2, "resume": True}, arrays())
-    assert run.epochs_done() == 2 and r2["epochs"] == 2
+    # --jit_compile (a performance switch) may change on resume: epoch 2 runs whole-step XLA
+    fit, modes = keras.Model.fit, []
+    monkeypatch.setattr(keras.Model, "fit",
+                        lambda self, *a, **k: modes.append(self.jit_compile) or fit(self, *a, **k))
+    r2 = snn.train({**cfg, "epochs": 2, "resume": True, "jit_compile": True}, arrays())
+    assert run.epochs_done() == 2 and r2["epochs"] == 2 and modes == [True]
+    monkeypatch.undo()
     assert len(run.history.read_text().strip().splitlines()) == 3  # header + 2 epochs
     m = keras.models.load_model(run.model)
     assert m.get_layer("spike1").ng_correction and np.isfinite(r1["test_loss"])

@@ -232,7 +232,7 @@ def _train(c, run, arrays, strategy):
                      epoch_maker(c, *tune, c["batch_size"], c["seed"]), steps,
                      c["epochs"], c["resume"], val_ds=val_ds, strategy=strategy,
                      callbacks=[timer], tensorboard=c["tensorboard"], verbose=c["verbose"],
-                     learning_rate=learning_rate(c, steps))
+                     learning_rate=learning_rate(c, steps), jit_compile=c["jit_compile"])
     runs.save_final_model(run, model)
     loss, acc = model.evaluate(eval_ds(c, *test, c["batch_size"]), verbose=0)
     results = dict(test_accuracy=float(acc), test_loss=float(loss),
