@@ -4,6 +4,7 @@
 count are scored: ``strict_accuracy`` (a tie is wrong), ``lenient_accuracy`` (a tie that includes
 the true class is right), ``argmax_accuracy`` (the first maximal index wins).
 """
+import numpy as np
 import tensorflow as tf
 
 
@@ -30,6 +31,24 @@ def argmax_accuracy(y_true, y_pred):
     the notebook)."""
     y_true, y_pred = _labels_counts(y_true, y_pred)
     return tf.cast(tf.argmax(y_pred, -1, output_type=tf.int32) == y_true, tf.float32)
+
+
+def tie_breakdown(y_true, counts):
+    """Where the strict metric loses to the lenient one: ``counts`` ``[N, K]`` integer spike
+    counts, ``y_true`` int labels ``[N]``. Returns a dict: ``tied_fraction`` (the true class
+    shares the maximal count with another class: lenient minus strict), ``top_count_histogram``
+    (images per maximal count 0..max) and ``tied_by_top_count`` (tied images per maximal
+    count)."""
+    counts = np.rint(np.asarray(counts)).astype(np.int64)
+    y = np.asarray(y_true).reshape(-1).astype(np.int64)
+    if counts.ndim != 2 or len(counts) != len(y):
+        raise ValueError(f"need counts [N, K] and labels [N], got {counts.shape} and {y.shape}")
+    top = counts.max(1)
+    tied = (counts[np.arange(len(y)), y] == top) & ((counts == top[:, None]).sum(1) > 1)
+    n = int(top.max()) + 1 if len(top) else 1
+    return {"tied_fraction": float(tied.mean()) if len(y) else 0.0,
+            "top_count_histogram": np.bincount(top, minlength=n).tolist(),
+            "tied_by_top_count": np.bincount(top[tied], minlength=n).tolist()}
 
 
 def _labels_counts(y_true, y_pred):

@@ -179,6 +179,14 @@ def test_strict_argmax_and_lenient_metrics_on_ties():
     np.testing.assert_array_equal(metrics.lenient_accuracy(labels, counts).numpy(), [1, 1, 1, 1, 1])
     np.testing.assert_array_equal(metrics.strict_accuracy(tf.one_hot(labels, 3), counts).numpy(),
                                   [0, 0, 1, 0, 0])
+    ties = metrics.tie_breakdown(labels, counts)  # rows 0, 1, 3, 4: true class tied at the top
+    assert ties == {"tied_fraction": 0.8, "top_count_histogram": [1, 2, 1, 1],
+                    "tied_by_top_count": [1, 2, 1, 0]}
+    lenient = metrics.lenient_accuracy(labels, counts).numpy().mean()
+    assert ties["tied_fraction"] == pytest.approx(lenient - metrics.strict_accuracy(
+        labels, counts).numpy().mean())
+    with pytest.raises(ValueError, match="labels"):
+        metrics.tie_breakdown(labels[:2], counts)
 
 
 def test_parameter_count_and_round_trip(tmp_path):
@@ -207,6 +215,9 @@ def test_flags_and_tiny_training(tmp_path):
     r = proxy.train(cfg, arrays=((x[:16], y[:16]), (x[16:], y[16:])))
     assert r["epochs"] == 2 and len(r["epoch_curve"]["val_strict_accuracy"]) == 2
     assert r["test_strict_accuracy"] <= r["test_argmax_accuracy"] <= r["test_lenient_accuracy"]
+    assert r["test_ties"]["tied_fraction"] == pytest.approx(
+        r["test_lenient_accuracy"] - r["test_strict_accuracy"], abs=1e-6)
+    assert sum(r["test_ties"]["top_count_histogram"]) == 8
     back = keras.models.load_model(tmp_path / "p" / "model.keras")
     assert float(back.bn_update) == 0.0  # frozen after the first epoch
 

@@ -21,7 +21,7 @@ import time
 
 import keras
 
-from tfsnn import activity, data, runs
+from tfsnn import activity, data, metrics, runs
 from tfsnn.data.preprocessing import proxy_augment, proxy_crop_pad
 from tfsnn.models.proxy import proxy_fashion_mnist
 from tfsnn.training import distribute
@@ -143,11 +143,13 @@ def _train(c, run, arrays, callbacks, strategy):
                      learning_rate=learning_rate(c, steps))
     runs.save_final_model(run, model)
     ev = model.evaluate(test_ds, verbose=0, return_dict=True)
+    ties = metrics.tie_breakdown(yte, model.predict(test_ds, verbose=0))
     hist = runs.read_history(run.history)
     results = dict(
         test_strict_accuracy=float(ev["strict_accuracy"]),
         test_argmax_accuracy=float(ev["argmax_accuracy"]),
         test_lenient_accuracy=float(ev["lenient_accuracy"]), test_loss=float(ev["loss"]),
+        test_ties=ties,
         test_examples=int(len(xte)), train_examples=int(steps * c["batch_size"]),
         epochs=c["epochs"], width=c["width"], timesteps=c["timesteps"],
         epoch_curve={k: hist[k] for k in ("strict_accuracy", "val_strict_accuracy",
