@@ -68,7 +68,11 @@ floor applies conv1 once per image, as the SNN does, and the rest to all B*T fra
 ``tfsnn`` step does less dense work than its floor (backward on B frames, not B*T). The iir_mlp
 ``tfsnn`` step does more: its first synapse's coefficients are trained, so the first layer's
 input gradient (a ``[B*T, 500] x [500, 784]`` matmul) is computed, which the floor, fed the
-image, skips.
+image, skips; ``floor_dx`` (iir_mlp only) is the floor with that matmul: the image is first
+scaled by a trainable per-pixel weight; ``tfsnn_no_dropout`` is ``tfsnn`` with dropout 0 (the
+cost of dropout's random numbers). The gap between ``floor_dx`` and ``tfsnn_no_dropout`` is then
+the time loops (three neurons, three filters) and their surrogates; ``bench/time_loop_floor.py``
+measures the cheapest time loop TensorFlow runs, for comparison.
 
 Torch variants step over T in Python (snnTorch's model) or in SpikingJelly's multi-step mode
 (``step_mode="m"``, time folded into the batch for the stateless layers).
@@ -110,8 +114,8 @@ flags.DEFINE_integer("threads", 0, "torch intra-op threads (0: torch's default)"
 flags.DEFINE_bool("memory", True, "also measure each variant's peak memory in a subprocess")
 flags.DEFINE_string("memory_of", "", "internal: measure the peak memory of one variant")
 
-VARIANTS = ("tfsnn", "tfsnn_xla", "tfsnn_graph_loops", "floor", "snntorch",
-            "spikingjelly")
+VARIANTS = ("tfsnn", "tfsnn_xla", "tfsnn_graph_loops", "tfsnn_no_dropout", "floor", "floor_dx",
+            "snntorch", "spikingjelly")
 LR, WD, LEAK = 0.0085, 5e-4, 0.99
 NOTES = {}  # network -> extra facts printed under its table title (e.g. measured spike rates)
 
@@ -450,11 +454,11 @@ def _vgg5_spikingjelly(b, t):
 TAU_M, TAU_S, IIR_LR, IIR_DROP = 4.0, 1.0, 1e-4, 0.3
 
 
-def _iir_tfsnn(b, t, jit):
+def _iir_tfsnn(b, t, jit, dropout=True):
     import keras
 
     from tfsnn.training import iir
-    c = iir.resolve({"batch_size": b, "timesteps": t})
+    c = iir.resolve({"batch_size": b, "timesteps": t, **({} if dropout else {"dropout": 0.0})})
     model = iir.build_model(c, steps_per_epoch=1000)
     if jit:
         model.compile(optimizer=keras.optimizers.Adam(iir.learning_rate(c, 1000), epsilon=1e-8),
@@ -463,10 +467,15 @@ def _iir_tfsnn(b, t, jit):
     return lambda x, y: model.train_on_batch(x, y)
 
 
-def _iir_floor(b, t):
+def _iir_floor(b, t, input_gradient=False):
+    """The iir_mlp floor; ``input_gradient``: the image first scaled by a trainable per-pixel
+    weight, so that the first layer's input gradient is computed, as the SNN's trained first
+    synapse needs (``floor_dx``)."""
     import keras
     img = keras.Input((28, 28, 1), batch_size=b)
     h = keras.ops.reshape(img, (b, 1, 784))
+    if input_gradient:
+        h = _pixel_scale()(h)
     h = keras.ops.reshape(keras.ops.repeat(h, t, axis=1), (b * t, 784))  # the image every step
     for units in (500, 500, 10):
         h = keras.layers.Dense(units)(h)
@@ -476,6 +485,20 @@ def _iir_floor(b, t):
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=False)
     return lambda x, y: model.train_on_batch(x, y)
+
+
+def _pixel_scale():
+    """A layer ``x * w`` with ``w`` trainable, one per element of the last axis (init 1)."""
+    import keras
+
+    class PixelScale(keras.layers.Layer):
+        def build(self, input_shape):
+            self.w = self.add_weight(shape=(input_shape[-1],), initializer="ones")
+
+        def call(self, x):
+            return x * self.w
+
+    return PixelScale()
 
 
 def _iir_snntorch(b, t):
@@ -681,7 +704,9 @@ BUILDERS = {
              "spikingjelly": _vgg5_spikingjelly},
     "iir_mlp": {"tfsnn": lambda b, t: _iir_tfsnn(b, t, False),
                 "tfsnn_xla": lambda b, t: _iir_tfsnn(b, t, True),
-                "floor": _iir_floor, "snntorch": _iir_snntorch,
+                "tfsnn_no_dropout": lambda b, t: _iir_tfsnn(b, t, False, dropout=False),
+                "floor": _iir_floor, "floor_dx": lambda b, t: _iir_floor(b, t, True),
+                "snntorch": _iir_snntorch,
                 "spikingjelly": _iir_spikingjelly},
     "proxy": {"tfsnn": lambda b, t: _proxy_tfsnn(b, t, False),
               "tfsnn_xla": lambda b, t: _proxy_tfsnn(b, t, True),

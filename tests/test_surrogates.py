@@ -119,3 +119,14 @@ def test_register_custom_surrogate():
     np.testing.assert_array_equal(g, (np.abs(Z) < 1.0).astype(float))
     with pytest.raises(ValueError, match="already registered"):
         sg.register("test_boxcar")(Boxcar)
+
+
+def test_heaviside_matches_comparison_and_keeps_nan():
+    """``sign(relu(z))`` equals ``1[z > 0]`` on signed zeros, infinities, denormals and the
+    float range, in float32 and float64; NaN stays NaN (a broken membrane is not silenced)."""
+    vals = [0.0, -0.0, 1e-45, -1e-45, 1e-30, -1e-30, 1.0, -1.0, 3e38, -3e38, np.inf, -np.inf]
+    for dtype in (tf.float32, tf.float64):
+        z = tf.constant(vals + list(np.linspace(-5, 5, 101)), dtype)
+        np.testing.assert_array_equal(sg.heaviside(z).numpy(),
+                                      tf.cast(z > 0, dtype).numpy())
+        assert np.isnan(sg.heaviside(tf.constant([np.nan], dtype)).numpy()).all()

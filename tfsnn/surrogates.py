@@ -37,8 +37,11 @@ NEEDS = ("membrane", "spike_age", "spike")
 
 
 def heaviside(z):
-    """Strict Heaviside ``1[z > 0]`` in the dtype of ``z``."""
-    return tf.cast(z > 0, z.dtype)
+    """Strict Heaviside ``1[z > 0]`` in the dtype of ``z`` (float), as ``sign(relu(z))``: equal
+    to ``cast(z > 0)`` for every non-NaN ``z`` (NaN stays NaN, so a broken membrane shows in the
+    spikes) and cheaper in per-step graph loops on CPU: on a ``[64, 500]`` frame, comparison +
+    cast took ~28 us more than one multiply, ``sign(relu)`` ~1 us more (2026-12-07)."""
+    return tf.sign(tf.nn.relu(z))
 
 
 def register(*names):
@@ -193,7 +196,9 @@ class Gaussian(Surrogate):
         self.sigma = _positive("sigma", sigma)
 
     def grad(self, z, spike=None, dt=None):
-        return self.gamma * tf.exp(-tf.square(z) / (2.0 * self.sigma ** 2))
+        # square, then one multiply: two unary ops in a row (square, negate) are fused by
+        # Grappler into a _UnaryOpsComposition, which took ~4x as long per frame on CPU
+        return self.gamma * tf.exp(tf.square(z) * (-0.5 / self.sigma ** 2))
 
     def get_config(self):
         return {"gamma": self.gamma, "sigma": self.sigma}

@@ -220,6 +220,16 @@ def test_flags_and_tiny_training(tmp_path):
     assert sum(r["test_ties"]["top_count_histogram"]) == 8
     back = keras.models.load_model(tmp_path / "p" / "model.keras")
     assert float(back.bn_update) == 0.0  # frozen after the first epoch
+    # the one-pass scores equal Keras' evaluate (loss: the mean of per-batch losses; 8 test
+    # images in batches of 3 make a partial last batch)
+    ds = tf.data.Dataset.from_tensor_slices((x[16:].astype(np.float32) / 255.0, y[16:])).batch(3)
+    back.compile(optimizer="adam")
+    ev = back.evaluate(ds, verbose=0, return_dict=True)
+    got = proxy.test_scores(back, ds, y[16:], 3)
+    for k in ("strict_accuracy", "argmax_accuracy", "lenient_accuracy", "loss"):
+        assert got[f"test_{k}"] == pytest.approx(float(ev[k]), abs=1e-6), k
+    with pytest.raises(ValueError, match="predictions for"):
+        proxy.test_scores(back, ds, y[15:], 3)
 
 
 def test_augment_crop_pad():

@@ -20,6 +20,7 @@ The final model's spikes, SOPs and energy per test image go to ``report.md`` / `
 import time
 
 import keras
+import numpy as np
 
 from tfsnn import activity, data, metrics, runs
 from tfsnn.data.preprocessing import proxy_augment, proxy_crop_pad
@@ -142,14 +143,9 @@ def _train(c, run, arrays, callbacks, strategy):
                      tensorboard=c["tensorboard"], verbose=c["verbose"],
                      learning_rate=learning_rate(c, steps))
     runs.save_final_model(run, model)
-    ev = model.evaluate(test_ds, verbose=0, return_dict=True)
-    ties = metrics.tie_breakdown(yte, model.predict(test_ds, verbose=0))
     hist = runs.read_history(run.history)
     results = dict(
-        test_strict_accuracy=float(ev["strict_accuracy"]),
-        test_argmax_accuracy=float(ev["argmax_accuracy"]),
-        test_lenient_accuracy=float(ev["lenient_accuracy"]), test_loss=float(ev["loss"]),
-        test_ties=ties,
+        **test_scores(model, test_ds, yte, c["batch_size"]),
         test_examples=int(len(xte)), train_examples=int(steps * c["batch_size"]),
         epochs=c["epochs"], width=c["width"], timesteps=c["timesteps"],
         epoch_curve={k: hist[k] for k in ("strict_accuracy", "val_strict_accuracy",
@@ -162,6 +158,25 @@ def _train(c, run, arrays, callbacks, strategy):
     results.update(activity.write_run_report(run.path, model, test_ds, {
         "dataset": c["dataset"], "model": f"proxy_w{c['width']}"}))
     return runs.save_results(run, results)
+
+
+def test_scores(model, ds, labels, batch_size):
+    """``test_{strict,argmax,lenient}_accuracy``, ``test_loss`` and ``test_ties``
+    (``metrics.tie_breakdown``) of a ``ProxyNet`` on ``ds`` (batches of ``batch_size``, the
+    images of ``labels`` in order) from one SNN pass (``predict``); the values
+    ``model.evaluate(ds)`` gives (its loss: the mean of the per-batch proxy losses)."""
+    counts = model.predict(ds, verbose=0)
+    labels = np.asarray(labels).reshape(-1)
+    if len(counts) != len(labels):
+        raise ValueError(f"{len(counts)} predictions for {len(labels)} labels")
+    losses = [float(model.proxy_loss(labels[i:i + batch_size], counts[i:i + batch_size]))
+              for i in range(0, len(labels), batch_size)]
+    acc = {name: float(np.mean(fn(labels, counts))) for name, fn in (
+        ("strict", metrics.strict_accuracy), ("argmax", metrics.argmax_accuracy),
+        ("lenient", metrics.lenient_accuracy))}
+    return {"test_strict_accuracy": acc["strict"], "test_argmax_accuracy": acc["argmax"],
+            "test_lenient_accuracy": acc["lenient"], "test_loss": float(np.mean(losses)),
+            "test_ties": metrics.tie_breakdown(labels, counts)}
 
 
 def summary_line(c, results):
