@@ -72,7 +72,11 @@ image, skips; ``floor_dx`` (iir_mlp only) is the floor with that matmul: the ima
 scaled by a trainable per-pixel weight; ``tfsnn_no_dropout`` is ``tfsnn`` with dropout 0 (the
 cost of dropout's random numbers). The gap between ``floor_dx`` and ``tfsnn_no_dropout`` is then
 the time loops (three neurons, three filters) and their surrogates; ``bench/time_loop_floor.py``
-measures the cheapest time loop TensorFlow runs, for comparison.
+measures the cheapest time loop TensorFlow runs, for comparison. ``bound`` is ``floor_dx`` run
+time-major (``[T*B, N]`` frames, no transposes) with what every implementation of this network
+must add, in its cheapest form: after each Dense a one-op time loop ``r = 0.8 r + x`` (Python-
+unrolled; for the neurons) and, for the hidden layers, the recipe's dropout (``SpikeDropout``)
+and a second such loop (for the next synapse's filter): a lower bound for tfsnn's step.
 
 Torch variants step over T in Python (snnTorch's model) or in SpikingJelly's multi-step mode
 (``step_mode="m"``, time folded into the batch for the stateless layers).
@@ -115,7 +119,7 @@ flags.DEFINE_bool("memory", True, "also measure each variant's peak memory in a 
 flags.DEFINE_string("memory_of", "", "internal: measure the peak memory of one variant")
 
 VARIANTS = ("tfsnn", "tfsnn_xla", "tfsnn_graph_loops", "tfsnn_no_dropout", "floor", "floor_dx",
-            "snntorch", "spikingjelly")
+            "bound", "snntorch", "spikingjelly")
 LR, WD, LEAK = 0.0085, 5e-4, 0.99
 NOTES = {}  # network -> extra facts printed under its table title (e.g. measured spike rates)
 
@@ -467,19 +471,28 @@ def _iir_tfsnn(b, t, jit, dropout=True):
     return lambda x, y: model.train_on_batch(x, y)
 
 
-def _iir_floor(b, t, input_gradient=False):
+def _iir_floor(b, t, input_gradient=False, loops=False):
     """The iir_mlp floor; ``input_gradient``: the image first scaled by a trainable per-pixel
     weight, so that the first layer's input gradient is computed, as the SNN's trained first
-    synapse needs (``floor_dx``)."""
+    synapse needs (``floor_dx``); ``loops`` (with ``input_gradient``: ``bound``): time-major
+    frames ``[T*B, N]``, and after each Dense a one-op time loop (the neurons' stand-in), then
+    for the hidden layers the SNN's ``SpikeDropout`` and a second loop (the next filter's)."""
     import keras
+
+    from tfsnn.layers.sequence import SpikeDropout
     img = keras.Input((28, 28, 1), batch_size=b)
-    h = keras.ops.reshape(img, (b, 1, 784))
+    h = keras.ops.reshape(img, (1, b, 784))
     if input_gradient:
         h = _pixel_scale()(h)
-    h = keras.ops.reshape(keras.ops.repeat(h, t, axis=1), (b * t, 784))  # the image every step
+    h = keras.ops.reshape(keras.ops.repeat(h, t, axis=0), (t * b, 784))  # the image every step
     for units in (500, 500, 10):
         h = keras.layers.Dense(units)(h)
-    out = keras.ops.sum(keras.ops.reshape(h, (b, t, 10)), axis=1)
+        if loops:
+            h = _time_loop()(keras.ops.reshape(h, (t, b, units)))
+            if units != 10:
+                h = _time_loop()(SpikeDropout(IIR_DROP)(h))
+            h = keras.ops.reshape(h, (t * b, units))
+    out = keras.ops.sum(keras.ops.reshape(h, (t, b, 10)), axis=0)
     model = keras.Model(img, out)
     model.compile(optimizer=keras.optimizers.Adam(IIR_LR, epsilon=1e-8),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -499,6 +512,23 @@ def _pixel_scale():
             return x * self.w
 
     return PixelScale()
+
+
+def _time_loop():
+    """A layer running ``r[t] = 0.8 r[t-1] + x[t]`` over axis 0 of ``[T, B, N]``, Python-unrolled
+    (the cheapest graph-mode time loop of ``bench/time_loop_floor.py``), autodiff backward."""
+    import keras
+    import tensorflow as tf
+
+    class TimeLoop(keras.layers.Layer):
+        def call(self, x):
+            r, out = tf.zeros_like(x[0]), []
+            for xt in tf.unstack(x, axis=0):
+                r = 0.8 * r + xt
+                out.append(r)
+            return tf.stack(out, axis=0)
+
+    return TimeLoop()
 
 
 def _iir_snntorch(b, t):
@@ -706,6 +736,7 @@ BUILDERS = {
                 "tfsnn_xla": lambda b, t: _iir_tfsnn(b, t, True),
                 "tfsnn_no_dropout": lambda b, t: _iir_tfsnn(b, t, False, dropout=False),
                 "floor": _iir_floor, "floor_dx": lambda b, t: _iir_floor(b, t, True),
+                "bound": lambda b, t: _iir_floor(b, t, True, loops=True),
                 "snntorch": _iir_snntorch,
                 "spikingjelly": _iir_spikingjelly},
     "proxy": {"tfsnn": lambda b, t: _proxy_tfsnn(b, t, False),
