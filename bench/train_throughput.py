@@ -119,7 +119,7 @@ flags.DEFINE_bool("memory", True, "also measure each variant's peak memory in a 
 flags.DEFINE_string("memory_of", "", "internal: measure the peak memory of one variant")
 
 VARIANTS = ("tfsnn", "tfsnn_xla", "tfsnn_graph_loops", "tfsnn_no_dropout", "floor", "floor_dx",
-            "bound", "snntorch", "spikingjelly")
+            "bound", "bound_fused", "fused_sketch", "snntorch", "spikingjelly")
 LR, WD, LEAK = 0.0085, 5e-4, 0.99
 NOTES = {}  # network -> extra facts printed under its table title (e.g. measured spike rates)
 
@@ -471,12 +471,14 @@ def _iir_tfsnn(b, t, jit, dropout=True):
     return lambda x, y: model.train_on_batch(x, y)
 
 
-def _iir_floor(b, t, input_gradient=False, loops=False):
+def _iir_floor(b, t, input_gradient=False, loops=None):
     """The iir_mlp floor; ``input_gradient``: the image first scaled by a trainable per-pixel
     weight, so that the first layer's input gradient is computed, as the SNN's trained first
-    synapse needs (``floor_dx``); ``loops`` (with ``input_gradient``: ``bound``): time-major
+    synapse needs (``floor_dx``); ``loops`` (with ``input_gradient``: the bounds): time-major
     frames ``[T*B, N]``, and after each Dense a one-op time loop (the neurons' stand-in), then
-    for the hidden layers the SNN's ``SpikeDropout`` and a second loop (the next filter's)."""
+    for the hidden layers the SNN's ``SpikeDropout`` and a second one-op loop (the next
+    filter's): ``"separate"`` (``bound``) five loops, ``"fused"`` (``bound_fused``) the
+    hidden layers' two loops and dropout mask in one loop (three loops)."""
     import keras
 
     from tfsnn.layers.sequence import SpikeDropout
@@ -488,9 +490,13 @@ def _iir_floor(b, t, input_gradient=False, loops=False):
     for units in (500, 500, 10):
         h = keras.layers.Dense(units)(h)
         if loops:
-            h = _time_loop()(keras.ops.reshape(h, (t, b, units)))
-            if units != 10:
-                h = _time_loop()(SpikeDropout(IIR_DROP)(h))
+            h = keras.ops.reshape(h, (t, b, units))
+            if units == 10:
+                h = _time_loop()(h)
+            elif loops == "fused":
+                h = _time_loop(dropout=IIR_DROP)(h)
+            else:
+                h = _time_loop()(SpikeDropout(IIR_DROP)(_time_loop()(h)))
             h = keras.ops.reshape(h, (t * b, units))
     out = keras.ops.sum(keras.ops.reshape(h, (t, b, 10)), axis=0)
     model = keras.Model(img, out)
@@ -514,18 +520,93 @@ def _pixel_scale():
     return PixelScale()
 
 
-def _time_loop():
-    """A layer running ``r[t] = 0.8 r[t-1] + x[t]`` over axis 0 of ``[T, B, N]``, Python-unrolled
-    (the cheapest graph-mode time loop of ``bench/time_loop_floor.py``), autodiff backward."""
+def _iir_fused_sketch(b, t):
+    """snn_mlp_1's arithmetic (held dual-exponential first synapse, IIR neurons with the Gaussian
+    surrogate, SpikeDropout, trained dual-exponential hidden synapses, spike-count logits) as
+    one Keras model, time-major (``[T*B, N]`` frames), with one Python-unrolled loop per layer
+    running the neuron, the dropout mask and the next layer's filter in the same step (autodiff
+    backward). A sketch of a faster design, measured beside ``tfsnn``; not a library path."""
     import keras
     import tensorflow as tf
 
+    from tfsnn.layers.filters import dual_exp_coefficients
+    from tfsnn.layers.neurons.iir import iir_surrogate, torch_kernel_init
+    from tfsnn.layers.sequence import SpikeDropout
+    decay, sur = math.exp(-1.0 / TAU_M), iir_surrogate()
+    coefs = dual_exp_coefficients(TAU_M, TAU_S)
+
+    class FusedMLP(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.w = [self.add_weight(shape=s, initializer=torch_kernel_init())
+                      for s in ((784, 500), (500, 500), (500, 10))]
+            self.bias = [self.add_weight(shape=(n,), initializer="zeros") for n in (500, 500, 10)]
+            self.coef = [[self.add_weight(shape=(n,), initializer=keras.initializers.Constant(v))
+                          for v in coefs] for n in (784, 500, 500)]
+            self.drops = [SpikeDropout(IIR_DROP), SpikeDropout(IIR_DROP)]
+
+        def call(self, x, training=False):
+            x = tf.reshape(x, (b, 784))
+            a1, a2, b1 = self.coef[0]
+            y1 = y2 = tf.zeros((784,))
+            step = []
+            for _ in range(t):  # the first filter's step response [T, 784]
+                y1, y2 = a1 * y1 + a2 * y2 + b1, y1
+                step.append(y1)
+            h = tf.reshape(tf.stack(step)[:, None] * x[None], (t * b, 784))
+            for layer in range(3):
+                z = tf.unstack(tf.reshape(tf.matmul(h, self.w[layer]) + self.bias[layer],
+                                          (t, b, -1)))
+                r = tf.zeros_like(z[0])
+                y1 = y2 = r
+                last = layer == 2
+                if not last:
+                    a1, a2, b1 = self.coef[layer + 1]
+                    shape = (t, b, 500)
+                    m = self.drops[layer].keep_mask(tf.zeros(shape)) if training else 1.0
+                    m = tf.unstack(m * tf.broadcast_to(b1, shape))
+                out = []
+                for i in range(t):
+                    s = sur.spike(z[i] - r - 1.0)
+                    r = decay * r + s
+                    if last:
+                        out.append(s)
+                    else:
+                        y1, y2 = a1 * y1 + a2 * y2 + s * m[i], y1
+                        out.append(y1)
+                if last:
+                    return tf.add_n(out)
+                h = tf.reshape(tf.stack(out), (t * b, 500))
+
+    model = FusedMLP()
+    model.compile(optimizer=keras.optimizers.Adam(IIR_LR, epsilon=1e-8),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return lambda x, y: model.train_on_batch(x, y)
+
+
+def _time_loop(dropout=None):
+    """A layer running ``r[t] = 0.8 r[t-1] + x[t]`` over axis 0 of ``[T, B, N]``, Python-unrolled
+    (the cheapest graph-mode time loop of ``bench/time_loop_floor.py``), autodiff backward; with
+    ``dropout``, in the same loop ``y[t] = 0.6 y[t-1] + r[t] m[t]`` (``m``: a ``SpikeDropout``
+    mask drawn for the whole sequence), returning ``y``."""
+    import keras
+    import tensorflow as tf
+
+    from tfsnn.layers.sequence import SpikeDropout
+
     class TimeLoop(keras.layers.Layer):
+        def build(self, input_shape):
+            self.drop = SpikeDropout(dropout) if dropout else None
+
         def call(self, x):
-            r, out = tf.zeros_like(x[0]), []
-            for xt in tf.unstack(x, axis=0):
+            r = y = tf.zeros_like(x[0])
+            masks = tf.unstack(self.drop.keep_mask(x), axis=0) if self.drop else None
+            out = []
+            for i, xt in enumerate(tf.unstack(x, axis=0)):
                 r = 0.8 * r + xt
-                out.append(r)
+                if masks is not None:
+                    y = 0.6 * y + r * masks[i]
+                out.append(y if masks is not None else r)
             return tf.stack(out, axis=0)
 
     return TimeLoop()
@@ -736,7 +817,9 @@ BUILDERS = {
                 "tfsnn_xla": lambda b, t: _iir_tfsnn(b, t, True),
                 "tfsnn_no_dropout": lambda b, t: _iir_tfsnn(b, t, False, dropout=False),
                 "floor": _iir_floor, "floor_dx": lambda b, t: _iir_floor(b, t, True),
-                "bound": lambda b, t: _iir_floor(b, t, True, loops=True),
+                "bound": lambda b, t: _iir_floor(b, t, True, loops="separate"),
+                "bound_fused": lambda b, t: _iir_floor(b, t, True, loops="fused"),
+                "fused_sketch": _iir_fused_sketch,
                 "snntorch": _iir_snntorch,
                 "spikingjelly": _iir_spikingjelly},
     "proxy": {"tfsnn": lambda b, t: _proxy_tfsnn(b, t, False),
