@@ -77,6 +77,10 @@ time-major (``[T*B, N]`` frames, no transposes) with what every implementation o
 must add, in its cheapest form: after each Dense a one-op time loop ``r = 0.8 r + x`` (Python-
 unrolled; for the neurons) and, for the hidden layers, the recipe's dropout (``SpikeDropout``)
 and a second such loop (for the next synapse's filter): a lower bound for tfsnn's step.
+``bound_fused``: the same with each hidden layer's two loops and dropout mask in one loop.
+``fused_sketch``: snn_mlp_1's real arithmetic written as one time-major Keras model with one
+loop per layer (neuron, dropout, next filter), autodiff backward: a candidate design, not a
+library path.
 
 Torch variants step over T in Python (snnTorch's model) or in SpikingJelly's multi-step mode
 (``step_mode="m"``, time folded into the batch for the stateless layers).
