@@ -171,11 +171,9 @@ def test_scores(model, ds, labels, batch_size):
         raise ValueError(f"{len(counts)} predictions for {len(labels)} labels")
     losses = [float(model.proxy_loss(labels[i:i + batch_size], counts[i:i + batch_size]))
               for i in range(0, len(labels), batch_size)]
-    acc = {name: float(np.mean(fn(labels, counts))) for name, fn in (
-        ("strict", metrics.strict_accuracy), ("argmax", metrics.argmax_accuracy),
-        ("lenient", metrics.lenient_accuracy))}
-    return {"test_strict_accuracy": acc["strict"], "test_argmax_accuracy": acc["argmax"],
-            "test_lenient_accuracy": acc["lenient"], "test_loss": float(np.mean(losses)),
+    scores = {f"test_{fn.__name__}": float(np.mean(fn(labels, counts))) for fn in (
+        metrics.strict_accuracy, metrics.argmax_accuracy, metrics.lenient_accuracy)}
+    return {**scores, "test_loss": float(np.mean(losses)),
             "test_ties": metrics.tie_breakdown(labels, counts)}
 
 
